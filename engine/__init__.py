@@ -1,0 +1,1 @@
+"""hugering's runtime: producers, the poll loop, configuration and the `hugering` command."""

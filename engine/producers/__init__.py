@@ -1,0 +1,1 @@
+"""Producers that fill rings: synthetic traffic now; pcap replay, AF_XDP and DPDK later."""

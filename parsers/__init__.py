@@ -1,0 +1,1 @@
+"""@njit header parsers, filters and application decoders (see the parsers issue)."""
