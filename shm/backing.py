@@ -191,6 +191,10 @@ def choose_backing(name: str, nbytes_hint: int, hugetlbfs: str | None, shm: bool
         size = mount_page_size(hugetlbfs)
         if size is None:
             raise HugepagesError(f"{hugetlbfs!r} is not a hugetlbfs mount; {HOW_TO_ENABLE}")
+        if not os.access(hugetlbfs, os.W_OK | os.X_OK):
+            raise HugepagesError(f"this user may not create files in {hugetlbfs!r}; give it "
+                                 "a hugetlbfs mount it owns (mount -t hugetlbfs -o uid=UID,"
+                                 "gid=GID none DIR) or use --shm")
         need = -(-nbytes_hint // size)
         have = free_hugepages(size)
         if have < need:
@@ -201,6 +205,8 @@ def choose_backing(name: str, nbytes_hint: int, hugetlbfs: str | None, shm: bool
     size = mount_page_size(DEFAULT_HUGETLBFS)
     if size is None:
         why = f"no hugetlbfs is mounted at {DEFAULT_HUGETLBFS}"
+    elif not os.access(DEFAULT_HUGETLBFS, os.W_OK | os.X_OK):
+        why = f"this user may not create files in {DEFAULT_HUGETLBFS}"
     else:
         need = -(-nbytes_hint // size)
         have = free_hugepages(size)
