@@ -127,7 +127,8 @@ def reserve(ctrl, words, pstate, n):
     Lossless: never more than the slowest active consumer has released; 0 when full (the
     caller drops and counts, or calls again).  Lossy: always ``n`` (at most the capacity); the
     reserved slots are stamped busy first so that a reader can never take a half-written slot
-    for a valid one."""
+    for a valid one, which means their old contents are gone from that moment: reserve only
+    what you are about to write."""
     cap = pstate[PS_CAPACITY]
     if n > cap:
         n = cap
@@ -414,8 +415,8 @@ def attach_producer(ctrl, pid):
     live producer is attached.  A restarted producer resumes where the dead one stopped."""
     while True:
         old = load_acquire(ctrl, L.H_PRODUCER_PID)
-        if old != 0 and old != pid and pid_alive(old):
-            return -1
+        if old != 0 and pid_alive(old):
+            return -1             # a live producer (this process included) is attached
         if cas(ctrl, L.H_PRODUCER_PID, old, pid) == old:
             return load_acquire(ctrl, L.P_CURSOR)
 
