@@ -307,13 +307,18 @@ def release(ctrl, cstate, k):
     line = cstate[CS_LINE]
     old = cstate[CS_CURSOR]
     cur = old + k
+    # the in-place slot reads above must be done before we ask whether we were evicted
+    # (free on x86; on weaker CPUs loads may otherwise complete after the state load)
+    fence_acquire()
+    if load_acquire(ctrl, line + L.C_STATE) != L.CONSUMER_ACTIVE:   # E2: pairs with E1
+        # evicted: the burst is discarded, not delivered; the cursor stays before it so that
+        # rejoin counts it in ``lost``
+        return -1
     cstate[CS_CURSOR] = cur
     store_release(ctrl, line + L.C_CURSOR, cur)    # C2: pairs with P2 (_scan_tail)
     store_relaxed(ctrl, line + L.C_DELIVERED, ctrl[line + L.C_DELIVERED] + k)
     if (cur ^ old) >= HEARTBEAT_EVERY:             # crossed a multiple of 1024 (roughly)
         store_relaxed(ctrl, line + L.C_HEARTBEAT, now_ns())
-    if load_acquire(ctrl, line + L.C_STATE) != L.CONSUMER_ACTIVE:   # E2: pairs with E1
-        return -1
     return k
 
 
@@ -333,9 +338,11 @@ def receive(ctrl, words, cstate, out, n):
     cur = cstate[CS_CURSOR]
     head = load_acquire(ctrl, L.P_CURSOR)          # C1: pairs with P1 (submit)
     lost = 0
+    resync = False
     if head - cur > cap:                           # a whole ring behind: certainly lapped
         lost = head - cap // 2 - cur
         cur = head - cap // 2
+        resync = True
     k = 0
     lapped = False
     while k < n and cur < head:
@@ -367,6 +374,8 @@ def receive(ctrl, words, cstate, out, n):
         if target > cur:
             lost += target - cur
             cur = target
+        resync = True
+    if resync:                                     # once per call, however it was lapped
         store_relaxed(ctrl, line + L.C_REJOINS, ctrl[line + L.C_REJOINS] + 1)
     if lost != 0:
         store_relaxed(ctrl, line + L.C_LOST, ctrl[line + L.C_LOST] + lost)
@@ -395,6 +404,8 @@ def claim_line(ctrl, max_consumers, pid):
     for k in range(max_consumers):
         line = L.C_BASE + k * L.C_WORDS
         if cas(ctrl, line + L.C_STATE, L.CONSUMER_FREE, L.CONSUMER_CLAIMED) == L.CONSUMER_FREE:
+            for w in range(2, L.C_WORDS):          # fresh counters for the new owner
+                store_relaxed(ctrl, line + w, 0)
             return k
     for k in range(max_consumers):
         line = L.C_BASE + k * L.C_WORDS

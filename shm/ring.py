@@ -249,6 +249,14 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")   # the comm field may hold spaces
+
+
 class Producer:
     """The ring's single producer.  Attaching fails if another live process is the producer;
     a producer started after one died resumes at the same cursor."""
@@ -263,6 +271,11 @@ class Producer:
                                                    else None, writable_slots=True)
         r = self.ring
         self.pid = os.getpid()
+        old = int(r.ctrl[L.H_PRODUCER_PID])
+        if old and _is_zombie(old):
+            # a dead producer whose parent has not reaped it yet: getpgid still finds it, but
+            # it will never publish again, so it must not block its replacement
+            K.detach_producer(r.ctrl, old)
         resume = K.attach_producer(r.ctrl, self.pid)
         if resume < 0:
             raise RingError(f"ring {r.name!r} already has a live producer "
@@ -270,7 +283,10 @@ class Producer:
         r.ctrl[L.H_PRODUCER_START] = time.time_ns()
         self.pstate = np.zeros(K.PSTATE_WORDS, dtype=np.int64)
         self.pstate[K.PS_HEAD] = resume
-        self.pstate[K.PS_CACHED_TAIL] = resume
+        # Unknown until the consumer lines are scanned: the consumers may not have read what
+        # the previous producer published.  A tail a whole ring back makes the first reserve
+        # scan them instead of overwriting unread slots.
+        self.pstate[K.PS_CACHED_TAIL] = resume - r.capacity
         self.pstate[K.PS_MASK] = r.capacity - 1
         self.pstate[K.PS_CAPACITY] = r.capacity
         self.pstate[K.PS_STRIDE_W] = r.slot_stride // 8

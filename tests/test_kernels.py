@@ -232,3 +232,30 @@ def test_stalled_consumer_is_evicted_and_rejoins_counting_loss(ring_name):
         c.close()
         p.close()
         ring.close()
+
+
+def test_zombie_producer_does_not_block_its_replacement(ring_name):
+    """A producer that died but was not reaped yet (a zombie) still has a pid; a new producer
+    must be able to take over anyway."""
+    import os
+    import signal
+
+    ring = Ring.create(ring_name, slots=8, slot_size=64, shm=True)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            Ring.open(ring_name, writable_slots=True).producer().publish([b"first"])
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)       # die attached, without detaching
+    try:
+        deadline = now_ns() + 30_000_000_000
+        while int(ring.header["producer_pid"]) != pid and now_ns() < deadline:
+            pass
+        while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert now_ns() < deadline
+        with ring.producer() as p:                  # the zombie is still there, unreaped
+            assert p.cursor == 1
+            p.publish([b"second"])
+    finally:
+        os.waitpid(pid, 0)
+        ring.close()
