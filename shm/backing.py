@@ -179,12 +179,13 @@ def _shm_path(name: str) -> str:
 
 
 def choose_backing(name: str, nbytes_hint: int, hugetlbfs: str | None, shm: bool):
-    """Decide where a new ring goes: (kind, directory or None, page size).
+    """Decide where a new ring goes: (kind, directory or None, page size, why-not-hugepages).
 
     Explicit ``hugetlbfs`` that cannot serve the ring is an error; the automatic choice falls
-    back to POSIX shared memory with one warning line that says why and how to fix it."""
+    back to POSIX shared memory, and ``why`` (None when nothing fell back) is what the caller
+    warns about once the ring exists (``warn_fallback``)."""
     if shm:
-        return L.BACKING_SHM, None, mmap.PAGESIZE
+        return L.BACKING_SHM, None, mmap.PAGESIZE, None
     if hugetlbfs is not None:
         if not os.path.isdir(hugetlbfs):
             raise HugepagesError(f"hugetlbfs path {hugetlbfs!r} does not exist; {HOW_TO_ENABLE}")
@@ -201,7 +202,7 @@ def choose_backing(name: str, nbytes_hint: int, hugetlbfs: str | None, shm: bool
             raise HugepagesError(
                 f"the ring needs {need} huge pages of {size >> 10} KiB but {have} are free; "
                 f"{HOW_TO_ENABLE.replace('256', str(max(256, need + 16)))}")
-        return L.BACKING_HUGETLBFS, hugetlbfs, size
+        return L.BACKING_HUGETLBFS, hugetlbfs, size, None
     size = mount_page_size(DEFAULT_HUGETLBFS)
     if size is None:
         why = f"no hugetlbfs is mounted at {DEFAULT_HUGETLBFS}"
@@ -211,17 +212,35 @@ def choose_backing(name: str, nbytes_hint: int, hugetlbfs: str | None, shm: bool
         need = -(-nbytes_hint // size)
         have = free_hugepages(size)
         if have >= need:
-            return L.BACKING_HUGETLBFS, DEFAULT_HUGETLBFS, size
+            return L.BACKING_HUGETLBFS, DEFAULT_HUGETLBFS, size, None
         why = f"{have} huge pages of {size >> 10} KiB are free and the ring needs {need}"
-    log.warning("ring %r uses POSIX shared memory (4 KiB pages) because %s; to %s",
-                name, why, HOW_TO_ENABLE)
-    return L.BACKING_SHM, None, mmap.PAGESIZE
+    return L.BACKING_SHM, None, mmap.PAGESIZE, why
+
+
+def warn_fallback(name: str, why: str | None) -> None:
+    """The one warning line of an automatic fallback to POSIX shared memory."""
+    if why:
+        log.warning("ring %r uses POSIX shared memory (4 KiB pages) because %s; to %s",
+                    name, why, HOW_TO_ENABLE)
+
+
+def existing_path(name: str) -> str | None:
+    """Path of a ring with this name on any backing (hugetlbfs mounts, POSIX shm), or None.
+    A name is unique across backings: ``open`` must never have two candidates."""
+    for n, path in list_rings():
+        if n == name:
+            return path
+    return None
 
 
 def create_file(name: str, kind: int, directory: str | None, page_size: int, nbytes: int,
                 group: str | None) -> Backing:
     """Create and size the backing object exclusively; the caller writes the header."""
     mode = 0o660 if group else 0o600
+    other = existing_path(name)
+    if other is not None:
+        raise RingExistsError(f"ring {name!r} already exists ({other}); "
+                              f"remove it with: hugering ring rm {name}")
     if kind == L.BACKING_SHM:
         path = _shm_path(name)
         try:

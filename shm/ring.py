@@ -16,6 +16,7 @@ Consumers map the slot region read-only: a write into a slot raises (from Python
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -89,12 +90,14 @@ class Ring:
         if not isinstance(max_consumers, int) or not 1 <= max_consumers <= L.MAX_CONSUMERS_LIMIT:
             raise RingError(f"max_consumers must be 1..{L.MAX_CONSUMERS_LIMIT}, "
                             f"got {max_consumers!r}")
-        if not consumer_timeout > 0:
-            raise RingError(f"consumer_timeout must be > 0 seconds, got {consumer_timeout!r}")
+        if not (isinstance(consumer_timeout, (int, float)) and math.isfinite(consumer_timeout)
+                and 0 < consumer_timeout < 9e9):
+            raise RingError(f"consumer_timeout must be a finite number of seconds > 0, "
+                            f"got {consumer_timeout!r}")
         stride = L.slot_stride(slot_size)
         ctrl_bytes = L.control_bytes(max_consumers)
         estimate = L.round_up(ctrl_bytes, 2 << 20) + slots * stride
-        kind, directory, page = B.choose_backing(name, estimate, hugetlbfs, shm)
+        kind, directory, page, why = B.choose_backing(name, estimate, hugetlbfs, shm)
         slots_offset = L.round_up(ctrl_bytes, page)
         file_size = L.round_up(slots_offset + slots * stride, page)
         bk = B.create_file(name, kind, directory, page, file_size, group)
@@ -121,7 +124,9 @@ class Ring:
                 del hdr
             finally:
                 m.close()
-            return cls(bk, writable_slots=True)
+            ring = cls(bk, writable_slots=True)
+            B.warn_fallback(name, why)
+            return ring
         except BaseException:
             bk.close()
             bk.unlink()

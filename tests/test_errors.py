@@ -175,3 +175,19 @@ def test_not_a_hugetlbfs_mount_is_refused(ring_name, tmp_path):
     with pytest.raises(B.HugepagesError, match="not a hugetlbfs mount"):
         Ring.create(ring_name, slots=8, slot_size=64, hugetlbfs=str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -1.0, "1"])
+def test_non_finite_consumer_timeout_is_a_ring_error(ring_name, bad):
+    with pytest.raises(RingError, match="consumer_timeout"):
+        Ring.create(ring_name, slots=8, slot_size=64, shm=True, consumer_timeout=bad)
+    assert ring_name not in _rings()
+
+
+def test_duplicate_create_does_not_warn_about_a_fallback(ring_name, caplog):
+    r = Ring.create(ring_name, slots=8, slot_size=64, shm=True)
+    with caplog.at_level(logging.WARNING, logger="hugering"):
+        with pytest.raises(RingError, match="already exists"):
+            Ring.create(ring_name, slots=8, slot_size=64)
+    assert not [rec for rec in caplog.records if rec.levelno == logging.WARNING]
+    r.close()
