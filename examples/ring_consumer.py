@@ -73,15 +73,27 @@ def poll(ctrl, words, slot_bytes, cstate, state, burst, max_empty_polls):
     return seen
 
 
-def run(ring: Ring, duration: float | None) -> np.ndarray:
+def run(ring: Ring, duration: float | None, warm_up: bool = False,
+        producer_pid: int | None = None) -> np.ndarray:
+    """Poll for ``duration`` seconds (forever if None), or until ``producer_pid`` has exited
+    and everything it published has been read."""
     state = np.zeros(8, dtype=np.int64)
+    if warm_up:   # compile before joining, so the first packets do not wait for the compiler
+        scratch = np.zeros(K.CSTATE_WORDS, dtype=np.int64)
+        # max_empty_polls=0: the call compiles poll and returns without touching the ring
+        poll(ring.ctrl, ring.words, ring.slot_bytes, scratch, state, 32, 0)
     consumer = ring.consumer()
     try:
         end = None if duration is None else time.monotonic() + duration
+        producer_done = False
         while end is None or time.monotonic() < end:
             if poll(ring.ctrl, ring.words, ring.slot_bytes, consumer.cstate, state, 32,
                     100_000) < 0:
                 K.rejoin(ring.ctrl, consumer.cstate, now_ns())
+            if producer_done:
+                break                                 # that last poll drained the ring
+            if producer_pid is not None and os.waitpid(producer_pid, os.WNOHANG)[0]:
+                producer_done = True
             os.sched_yield()                          # idle: let a producer on this core run
     finally:
         consumer.close()
@@ -101,16 +113,19 @@ def main() -> int:
         try:
             pid = os.fork()
             if pid == 0:                              # the child plays the producer
-                time.sleep(0.5)
-                with Ring.open(name, writable_slots=True).producer() as p:
+                child_ring = Ring.open(name, writable_slots=True)
+                # a consumer sees what is published after it joined: wait for it to join
+                # (its first compile can take seconds on a cold cache), then publish
+                while not (child_ring.consumer_lines["state"] == L.CONSUMER_ACTIVE).any():
+                    time.sleep(0.01)
+                with child_ring.producer() as p:
                     frame = bytes(14 + 20 + 8 + 32)
                     frame = frame[:12] + b"\x08\x00" + b"\x45" + frame[15:23] + b"\x11" + frame[24:]
                     for _ in range(100):
                         p.publish([frame] * 100)
                         time.sleep(0.001)
                 os._exit(0)
-            state = run(ring, args.duration or 2.0)
-            os.waitpid(pid, 0)
+            state = run(ring, args.duration, warm_up=True, producer_pid=pid)
         finally:
             ring.close()
             Ring.remove(name)

@@ -42,6 +42,15 @@ from .atomics import (cas, fence_acquire, fence_release, fence_seq_cst, load_acq
                       load_relaxed, store_release, store_relaxed)
 from .clock import now_ns, pid_alive
 
+# Every verb is compiled without NRT reference counting: none of them allocates, and with NRT
+# each call increfs and decrefs its array arguments on entry and exit.  Those are atomic
+# read-modify-writes (lock add) on the arrays' meminfo, and a locked instruction waits for the
+# store buffer to drain: in a producer whose slot stores are still missing in cache (a consumer
+# on another core has just read those lines) a dozen of them per burst cost a quarter of the
+# ring's throughput (tools/bench_ring.py).  The fast paths of reserve, submit and peek are kept
+# small, their slow paths out of line, so that LLVM inlines them into the caller's loop.
+_VERB = dict(cache=True, nogil=True, _nrt=False)
+
 # --- private state words (process-local int64 arrays; never shared) ----------------------
 PS_HEAD = 0          # producer's copy of its cursor (it is the only writer)
 PS_CACHED_TAIL = 1   # slowest consumer cursor last seen (refreshed only when "full")
@@ -75,13 +84,13 @@ REAP_EVERY = 16          # full reserve calls between clock reads for the evicti
 
 
 # --- producer -------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def slot_base(pstate, j):
     """Word index (into ``words``) of the j-th slot of the burst being reserved."""
     return ((pstate[PS_HEAD] + j) & pstate[PS_MASK]) * pstate[PS_STRIDE_W]
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def _scan_tail(ctrl, pstate, head, n, now):
     """Slow path: the slowest active consumer's cursor, evicting dead or stuck ones.
 
@@ -120,7 +129,7 @@ def _scan_tail(ctrl, pstate, head, n, now):
     return tail
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def reserve(ctrl, words, pstate, n):
     """Reserve up to ``n`` slots for writing; returns how many (0..n).  Single producer only.
 
@@ -132,6 +141,16 @@ def reserve(ctrl, words, pstate, n):
     cap = pstate[PS_CAPACITY]
     if n > cap:
         n = cap
+    free = cap - (pstate[PS_HEAD] - pstate[PS_CACHED_TAIL])
+    if free >= n and pstate[PS_MODE] != L.MODE_LOSSY:
+        return n                                  # fast path: the cached tail is enough
+    return _reserve_slow(ctrl, words, pstate, n)
+
+
+@njit(**_VERB)
+def _reserve_slow(ctrl, words, pstate, n):
+    """Slow path of ``reserve`` (lossy stamping, or the cached tail was not enough)."""
+    cap = pstate[PS_CAPACITY]
     head = pstate[PS_HEAD]
     if pstate[PS_MODE] == L.MODE_LOSSY:
         sw = pstate[PS_STRIDE_W]
@@ -143,7 +162,7 @@ def reserve(ctrl, words, pstate, n):
         return n
     free = cap - (head - pstate[PS_CACHED_TAIL])
     if free >= n:
-        return n                                  # fast path: the cached tail is enough
+        return n
     now = 0
     calls = pstate[PS_FULL_CALLS] + 1
     pstate[PS_FULL_CALLS] = calls
@@ -160,7 +179,7 @@ def reserve(ctrl, words, pstate, n):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def write_slot(words, slot_bytes, pstate, j, frame, frame_len, wire_len, ts_ns, port, queue):
     """Copy ``frame[:frame_len]`` into the j-th reserved slot, clamped to the slot size (the
     truncation is flagged, the wire length kept)."""
@@ -180,20 +199,12 @@ def write_slot(words, slot_bytes, pstate, j, frame, frame_len, wire_len, ts_ns, 
     return cap_len
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def submit(ctrl, words, pstate, k, now):
     """Publish the first ``k`` reserved slots (stamp each, then one release store of the
     cursor).  ``now`` is the producer's clock for its heartbeat.  Returns the new cursor."""
     head = pstate[PS_HEAD]
-    sw = pstate[PS_STRIDE_W]
-    mask = pstate[PS_MASK]
-    if pstate[PS_MODE] == L.MODE_LOSSY:
-        for j in range(k):
-            # L2: pairs with L3; the stamp goes last so a reader that sees it sees the slot
-            store_release(words, ((head + j) & mask) * sw + L.S_SEQ, head + j)
-    else:
-        for j in range(k):
-            words[((head + j) & mask) * sw + L.S_SEQ] = head + j   # covered by P1 below
+    _stamp(words, pstate, head, k)
     head += k
     pstate[PS_HEAD] = head
     pstate[PS_PUBLISHED] += k
@@ -203,20 +214,34 @@ def submit(ctrl, words, pstate, k, now):
     return head
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
+def _stamp(words, pstate, head, k):
+    """Write the sequence stamps of a burst (out of line: keeps ``submit`` inlinable)."""
+    sw = pstate[PS_STRIDE_W]
+    mask = pstate[PS_MASK]
+    if pstate[PS_MODE] == L.MODE_LOSSY:
+        for j in range(k):
+            # L2: pairs with L3; the stamp goes last so a reader that sees it sees the slot
+            store_release(words, ((head + j) & mask) * sw + L.S_SEQ, head + j)
+    else:
+        for j in range(k):
+            words[((head + j) & mask) * sw + L.S_SEQ] = head + j   # covered by P1 below
+
+
+@njit(**_VERB)
 def count_dropped(ctrl, pstate, n):
     """Lossless with the drop policy: record ``n`` frames dropped because the ring was full."""
     pstate[PS_DROPPED] += n
     store_relaxed(ctrl, L.PS_DROPPED_FULL, pstate[PS_DROPPED])
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def producer_idle(ctrl, pstate, now):
     """Heartbeat while there is nothing to publish (so consumers can tell idle from dead)."""
     store_relaxed(ctrl, L.P_HEARTBEAT, now)
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def reserve_wait(ctrl, words, pstate, n, deadline_ns):
     """Spin on ``reserve`` until at least one slot is free or ``deadline_ns`` passes
     (CLOCK_REALTIME; 0 = no deadline).  The full-wait policy of a lossless ring."""
@@ -231,13 +256,13 @@ def reserve_wait(ctrl, words, pstate, n, deadline_ns):
 
 
 # --- consumer -------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def consumer_slot(cstate, j):
     """Slot index of the j-th slot of the burst last peeked."""
     return (cstate[CS_CURSOR] + j) & cstate[CS_MASK]
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def consumer_join(ctrl, cstate, pid, now):
     """Activate this consumer's (already claimed) line at the producer's current cursor.
 
@@ -260,7 +285,7 @@ def consumer_join(ctrl, cstate, pid, now):
     return h1
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def rejoin(ctrl, cstate, now):
     """After an eviction: count what was missed and join again at the producer's cursor."""
     line = cstate[CS_LINE]
@@ -275,16 +300,21 @@ def rejoin(ctrl, cstate, now):
     return missed
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def peek(ctrl, cstate, n):
     """How many slots (0..n) are ready to read in place, starting at ``cstate[CS_CURSOR]``;
     -1 if the producer evicted this consumer (call ``rejoin``).  Lossless rings only: in a
     lossy ring use ``receive``."""
+    if cstate[CS_CACHED_HEAD] - cstate[CS_CURSOR] >= n:
+        return n                                   # fast path: no shared line touched
+    return _peek_slow(ctrl, cstate, n)
+
+
+@njit(**_VERB)
+def _peek_slow(ctrl, cstate, n):
+    """Slow path of ``peek``: look at the producer's cursor (and our own state)."""
     line = cstate[CS_LINE]
     cur = cstate[CS_CURSOR]
-    avail = cstate[CS_CACHED_HEAD] - cur
-    if avail >= n:
-        return n                                   # fast path: no shared line touched
     if load_acquire(ctrl, line + L.C_STATE) != L.CONSUMER_ACTIVE:   # E2: pairs with E1
         return -1
     head = load_acquire(ctrl, L.P_CURSOR)          # C1: pairs with P1 (submit)
@@ -299,7 +329,7 @@ def peek(ctrl, cstate, n):
     return avail if avail < n else n
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def release(ctrl, cstate, k):
     """Hand ``k`` peeked slots back to the producer; returns k, or -1 if the producer evicted
     this consumer meanwhile (the slots read since may have been overwritten: discard them and
@@ -322,7 +352,7 @@ def release(ctrl, cstate, k):
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def receive(ctrl, words, cstate, out, n):
     """Lossy rings: copy up to ``n`` published slots into ``out`` (a private int64 array of
     ``n * stride_words``), delivering only slots that were not overwritten during the copy.
@@ -391,36 +421,50 @@ def receive(ctrl, words, cstate, out, n):
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def consumer_leave(ctrl, cstate):
     """Free this consumer's line (a clean exit; a crashed consumer is evicted instead)."""
     store_release(ctrl, cstate[CS_LINE] + L.C_STATE, L.CONSUMER_FREE)
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
+def _fresh_line(ctrl, line, pid):
+    """Zero the counters of a line just claimed (the new owner starts from nothing)."""
+    store_relaxed(ctrl, line + L.C_PID, 0)
+    for w in range(2, L.C_WORDS):
+        if w != L.C_STATE:
+            store_relaxed(ctrl, line + w, 0)
+    store_relaxed(ctrl, line + L.C_PID, pid)
+
+
+@njit(**_VERB)
 def claim_line(ctrl, max_consumers, pid):
     """Claim a free consumer line (or one left behind by a dead process); returns its index or
-    -1 when all lines are taken by live consumers.  Setup path only."""
+    -1 when all lines are taken by live consumers.  Setup path only.
+
+    The pid goes in right after the claim, so a process that dies between claiming and
+    joining leaves a line that the next claimer can see is dead and take over."""
     for k in range(max_consumers):
         line = L.C_BASE + k * L.C_WORDS
         if cas(ctrl, line + L.C_STATE, L.CONSUMER_FREE, L.CONSUMER_CLAIMED) == L.CONSUMER_FREE:
-            for w in range(2, L.C_WORDS):          # fresh counters for the new owner
-                store_relaxed(ctrl, line + w, 0)
+            _fresh_line(ctrl, line, pid)
             return k
     for k in range(max_consumers):
         line = L.C_BASE + k * L.C_WORDS
         state = load_acquire(ctrl, line + L.C_STATE)
-        if state == L.CONSUMER_FREE or state == L.CONSUMER_CLAIMED:
+        if state == L.CONSUMER_FREE:
             continue
-        if not pid_alive(load_relaxed(ctrl, line + L.C_PID)):
+        owner = load_relaxed(ctrl, line + L.C_PID)
+        if state == L.CONSUMER_CLAIMED and owner == 0:
+            continue                               # being claimed right now: pid not yet in
+        if not pid_alive(owner):
             if cas(ctrl, line + L.C_STATE, state, L.CONSUMER_CLAIMED) == state:
-                for w in range(2, L.C_WORDS):      # fresh counters for the new owner
-                    store_relaxed(ctrl, line + w, 0)
+                _fresh_line(ctrl, line, pid)
                 return k
     return -1
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def attach_producer(ctrl, pid):
     """Become the ring's single producer; returns the cursor to resume from, or -1 if another
     live producer is attached.  A restarted producer resumes where the dead one stopped."""
@@ -432,6 +476,6 @@ def attach_producer(ctrl, pid):
             return load_acquire(ctrl, L.P_CURSOR)
 
 
-@njit(cache=True, nogil=True)
+@njit(**_VERB)
 def detach_producer(ctrl, pid):
     cas(ctrl, L.H_PRODUCER_PID, pid, 0)

@@ -310,6 +310,8 @@ def c_header() -> str:
         f"#define HR_SLOT_HEADER_BYTES {SLOT_HEADER_BYTES}",
         f"#define HR_MIN_SLOT_SIZE {MIN_SLOT_SIZE}",
         f"#define HR_MAX_SLOT_SIZE {MAX_SLOT_SIZE}",
+        f"#define HR_MAX_CAPACITY ({MAX_CAPACITY}LL)",
+        f"#define HR_MAX_CONSUMERS_LIMIT {MAX_CONSUMERS_LIMIT}",
         f"#define HR_MODE_LOSSLESS {MODE_LOSSLESS}",
         f"#define HR_MODE_LOSSY {MODE_LOSSY}",
         f"#define HR_FULL_DROP {FULL_DROP}",

@@ -259,3 +259,26 @@ def test_zombie_producer_does_not_block_its_replacement(ring_name):
     finally:
         os.waitpid(pid, 0)
         ring.close()
+
+
+def test_line_claimed_by_a_process_that_died_before_joining_is_reclaimed(ring_name):
+    import subprocess
+    import sys
+
+    ring = Ring.create(ring_name, slots=8, slot_size=64, shm=True, max_consumers=1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    line = L.C_BASE
+    ring.ctrl[line + L.C_STATE] = L.CONSUMER_CLAIMED     # claimed, never joined
+    ring.ctrl[line + L.C_PID] = dead_pid
+    ring.ctrl[line + L.C_DELIVERED] = 99
+    c = ring.consumer()
+    assert c.index == 0 and int(ring.consumer_lines[0]["delivered"]) == 0
+    assert int(ring.consumer_lines[0]["pid"]) == c.pid
+    c.close()
+    ring.ctrl[line + L.C_STATE] = L.CONSUMER_CLAIMED     # being claimed now (pid not yet in)
+    ring.ctrl[line + L.C_PID] = 0
+    with pytest.raises(Exception, match="no free consumer line"):
+        ring.consumer()
+    ring.close()
