@@ -52,6 +52,8 @@ from shm.backing import RingError
 from shm.clock import now_ns
 from shm.ring import Ring
 
+from .producers.synthetic import _fold
+
 log = logging.getLogger("hugering")
 
 DEFAULT_DURATION = 10.0
@@ -109,13 +111,6 @@ def _sum16(words, w0, start, stop):
         if w == last and stop & 7:
             x &= (np.int64(1) << (8 * (stop & 7))) - 1       # drop bytes from stop on
         s += (x & 0xFFFF) + ((x >> 16) & 0xFFFF) + ((x >> 32) & 0xFFFF) + ((x >> 48) & 0xFFFF)
-    return s
-
-
-@njit(cache=True, nogil=True)
-def _fold(s):
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
     return s
 
 

@@ -90,8 +90,9 @@ from typing import Iterable
 
 import numba
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from shm.pointers import data_pointer as _data
 
 # --- program encoding ---------------------------------------------------------------------------
 VERSION = 0x48524631          # "HRF1": code[0, 0]; bump when the row layout changes
@@ -877,19 +878,6 @@ def compile_filter(spec, source: str | None = None) -> Filter:
 # against the captured length by the code; under NUMBA_BOUNDSCHECK=1 ``_rd`` also checks every
 # index against the array's length and raises IndexError as a checked array read would.
 _BOUNDSCHECK = bool(numba.config.BOUNDSCHECK)
-
-
-@intrinsic
-def _data(typingctx, arr):
-    """The data pointer of a C-contiguous array (read-only use, while the array is alive)."""
-    if not isinstance(arr, types.Array):
-        return None
-    sig = types.CPointer(arr.dtype)(arr)
-
-    def codegen(context, builder, signature, args):
-        return context.make_array(signature.args[0])(context, builder, args[0]).data
-
-    return sig, codegen
 
 
 @njit(cache=True, nogil=True)

@@ -89,8 +89,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from shm.pointers import byte_pointer as _byte_ptr
 
 from .record import (F_EXT_CHAIN_LIMIT, F_FRAGMENT, F_IP_OPTIONS, F_IPV6_EXT, F_LEN_MISMATCH,
                      F_LLC, F_MALFORMED, F_NONFIRST_FRAGMENT, F_PADDED, F_QINQ, F_TCP_OPTIONS,
@@ -123,21 +124,6 @@ SLOT_CAP_LEN = 20       # byte offset of cap_len (u32, little-endian) in a slot 
 # frozen into the compiled code and Numba's cache does not key on it: a NUMBA_BOUNDSCHECK=1 run
 # needs its own NUMBA_CACHE_DIR.
 _BOUNDSCHECK = bool(numba.config.BOUNDSCHECK)
-
-
-@intrinsic
-def _data(typingctx, arr):
-    """The data pointer of a C-contiguous 1-D uint8 array (read-only use).  Other arrays do
-    not type (a strided view would be read wrongly through a flat pointer)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
-            and arr.dtype == types.uint8):
-        return None
-    sig = types.CPointer(arr.dtype)(arr)
-
-    def codegen(context, builder, signature, args):
-        return context.make_array(signature.args[0])(context, builder, args[0]).data
-
-    return sig, codegen
 
 
 @njit(cache=True, nogil=True)
@@ -659,7 +645,7 @@ def parse_eth(buf, off, end, rec):
     if off < 0 or off > n:
         rec.flags |= F_TRUNCATED
         return -1
-    return _eth(_data(buf), n, off, min(end, n), rec)
+    return _eth(_byte_ptr(buf), n, off, min(end, n), rec)
 
 
 @njit(cache=True, nogil=True)
@@ -671,7 +657,7 @@ def parse_vlan(buf, off, end, rec):
     if off < 0 or off > n:
         rec.flags |= F_TRUNCATED
         return -1
-    return _vlan(_data(buf), n, off, min(end, n), rec)
+    return _vlan(_byte_ptr(buf), n, off, min(end, n), rec)
 
 
 @njit(cache=True, nogil=True)
@@ -682,7 +668,7 @@ def parse_arp(buf, off, end, rec):
     if off < 0 or off > n:
         rec.flags |= F_TRUNCATED
         return -1
-    return _arp(_data(buf), n, off, min(end, n), rec)
+    return _arp(_byte_ptr(buf), n, off, min(end, n), rec)
 
 
 @njit(cache=True, nogil=True)
@@ -693,7 +679,7 @@ def parse_ipv4(buf, off, end, rec):
     if off < 0 or off > n:
         rec.flags |= F_TRUNCATED
         return -1
-    return _ipv4(_data(buf), n, off, min(end, n), rec)
+    return _ipv4(_byte_ptr(buf), n, off, min(end, n), rec)
 
 
 @njit(cache=True, nogil=True)
@@ -706,7 +692,7 @@ def parse_ipv6(buf, off, end, rec):
     if off < 0 or off > n:
         rec.flags |= F_TRUNCATED
         return -1
-    return _ipv6(_data(buf), n, off, min(end, n), rec)
+    return _ipv6(_byte_ptr(buf), n, off, min(end, n), rec)
 
 
 @njit(cache=True, nogil=True)
@@ -717,7 +703,7 @@ def parse_udp(buf, off, end, rec):
     if off < 0 or off > n:
         rec.flags |= F_TRUNCATED
         return -1
-    return _udp(_data(buf), n, off, min(end, n), rec)
+    return _udp(_byte_ptr(buf), n, off, min(end, n), rec)
 
 
 @njit(cache=True, nogil=True)
@@ -728,7 +714,7 @@ def parse_tcp(buf, off, end, rec):
     if off < 0 or off > n:
         rec.flags |= F_TRUNCATED
         return -1
-    return _tcp(_data(buf), n, off, min(end, n), rec)
+    return _tcp(_byte_ptr(buf), n, off, min(end, n), rec)
 
 
 @njit(cache=True, nogil=True)
@@ -738,14 +724,14 @@ def parse_icmp(buf, off, end, rec):
     if off < 0 or off > n:
         rec.flags |= F_TRUNCATED
         return -1
-    return _icmp(_data(buf), n, off, min(end, n), rec)
+    return _icmp(_byte_ptr(buf), n, off, min(end, n), rec)
 
 
 @njit(cache=True, nogil=True)
 def parse_frame(buf, base, caplen, rec):
     """Parse one frame (``buf[base : base + caplen]``) into ``rec``; see the module docstring.
     Returns the absolute payload offset, or -1."""
-    return _frame(_data(buf), buf.shape[0], base, caplen, rec)
+    return _frame(_byte_ptr(buf), buf.shape[0], base, caplen, rec)
 
 
 # --- bursts -------------------------------------------------------------------------------------
@@ -793,7 +779,7 @@ def parse_slots(slot_bytes, stride, slot_size, first, count, capacity, recs):
             return 0
         if count > nslots - first:
             count = nslots - first
-    p = _data(slot_bytes)
+    p = _byte_ptr(slot_bytes)
     for i in range(count):
         sb = ((first + i) & mask) * stride
         cl = (_b(p, n, sb + SLOT_CAP_LEN) | (_b(p, n, sb + SLOT_CAP_LEN + 1) << 8)
