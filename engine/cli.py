@@ -8,6 +8,7 @@ Verbs mirror DPDK and xdp-tools habits::
     hugering ring rm NAME...
     hugering synth NAME [--rate PPS] [--count N | --duration S] [--min-size B --max-size B]
     hugering demo [--duration S] [--rate PPS]
+    hugering parse FILE [--filter EXPR] [--jsonl] [--count N]   # L2-L4 fields of a capture
 
 Each verb is one ``@command`` function that builds its sub-parser and sets its ``handler``; a
 later verb (stat, dump, replay, run, dpdk) is one more such function, nothing else changes.
@@ -514,6 +515,236 @@ def _demo_run(a) -> int:
     return demo.run_demo(duration=a.duration, rate=a.rate, consumers=a.consumers, slots=a.slots,
                          sizes=(a.min_size, a.max_size), hugetlbfs=a.hugetlbfs, shm=a.shm,
                          json_out=a.json)
+
+
+# --- parse -----------------------------------------------------------------------------------
+_PARSE_EPILOG = """\
+output
+  One line per packet that passes --filter (all packets without one), in capture order, then
+  a summary line on stderr (as tcpdump does), so that stdout holds only packet lines:
+      hugering parse: N packets read, M matched, K printed
+
+  text (default), tcpdump-like:
+      INDEX TS [vlan ID[,ID]] IP|IP6 SRC[.SPORT] > DST[.DPORT]: PROTO ... ttl T len WIRE [FLAGS]
+  e.g.
+      3 1700000000.000003000 vlan 100 IP 10.1.0.7.4000 > 10.9.0.1.53: UDP payload 20 ttl 64 len 74
+      4 1700000000.000004000 IP6 2001:db8::1.443 > 2001:db8::2.5001: TCP [S.] seq 1 ack 2 win
+        512 payload 0 ttl 64 len 74
+      5 1700000000.000005000 ARP 10.0.0.1 > 10.0.0.2: op 1 len 60
+
+--jsonl: one JSON object per line, always with every key below (null when absent):
+  index         packet number in the file, from 0
+  ts            timestamp, seconds since the epoch (float, about microsecond precision)
+  ts_ns         the same timestamp, integer nanoseconds (exact)
+  caplen        bytes captured (clamped to --slot-size)
+  wire_len      length on the wire
+  flags         parser flags, names (parsers.record): truncated, malformed, unsupported, llc,
+                vlan, qinq, vlan_too_deep, fragment, nonfirst_fragment, ip_options, ipv6_ext,
+                ext_chain_limit, len_mismatch, tcp_options, padded
+  ethertype     innermost ethertype (int; 0 for 802.3/LLC)
+  vlan          list of VLAN ids, outer first ([] untagged)
+  ip_version    4, 6, or null
+  src, dst      IPv4 dotted quad / compressed IPv6 text (ARP: sender / target IPv4), or null
+  proto         IP protocol after IPv6 extension headers (int), or null
+  ttl           IPv4 TTL / IPv6 hop limit, or null
+  sport, dport  UDP/TCP ports, or null
+  tcp_flags     list of TCP flag names (FIN SYN RST PSH ACK URG ECE CWR NS), or null
+  tcp_seq, tcp_ack, tcp_window   or null
+  icmp_type, icmp_code           ICMP / ICMPv6, or null
+  arp_op        ARP operation, or null
+  payload_off   offset of the L4 payload from the frame start, or null
+  payload_len   payload bytes captured
+
+exit status
+  0 ok; 1 the capture could not be read, or is damaged: the packets before the damage are
+  printed, then the error with its byte offset; 2 a bad command line or --filter expression
+  (the message names the offending token and its column)."""
+
+_TCP_FLAG_BITS = ((0x001, "FIN"), (0x002, "SYN"), (0x004, "RST"), (0x008, "PSH"),
+                  (0x010, "ACK"), (0x020, "URG"), (0x040, "ECE"), (0x080, "CWR"),
+                  (0x100, "NS"))
+_TCP_FLAG_CHARS = ((0x002, "S"), (0x001, "F"), (0x004, "R"), (0x008, "P"), (0x020, "U"),
+                   (0x040, "E"), (0x080, "W"), (0x100, "N"), (0x010, "."))
+
+
+@command("parse", "parse a pcap/pcapng capture and print each packet's L2-L4 fields")
+def _parse(p):
+    p.description = ("Read a pcap or pcapng capture (Ethernet), parse every frame with the "
+                     "@njit L2-L4 parsers (one burst call over the whole capture), keep the "
+                     "packets that pass --filter, and print one line per packet.")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _PARSE_EPILOG
+    p.add_argument("file", metavar="FILE", help="a pcap or pcapng file")
+    p.add_argument("--filter", metavar="EXPR",
+                   help="pcap-filter expression (the subset of parsers.pcap_filter), e.g. "
+                        "'udp and dst port 53' or 'vlan 100 and tcp'")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per packet")
+    p.add_argument("--count", type=_count, metavar="N",
+                   help="stop after printing N packets (as tcpdump -c)")
+    p.add_argument("--slot-size", type=_int_in(64, 9216), default=2048, metavar="B",
+                   help="bytes kept per packet, 64..9216 (default 2048); longer frames are "
+                        "parsed over their first B bytes")
+    p.set_defaults(handler=_parse_run)
+
+
+def _filter_error(e) -> str:
+    """One line: where (column and token), then why."""
+    if not e.text:
+        return f"parse: --filter: {e.reason}"
+    tok = e.text[e.pos:e.pos + e.length]
+    where = f"column {e.column} {tok!r}" if tok else f"column {e.column} (end of expression)"
+    return f"parse: --filter: {where}: {e.reason}"
+
+
+def _parse_run(a) -> int:
+    import numpy as np
+    from parsers.filters import FilterSyntaxError
+    from parsers.l2l4 import parse_slot_array
+    from parsers.pcap import PcapError, read_capture
+    from parsers.pcap_filter import compile_pcap_filter
+
+    flt = None
+    if a.filter is not None:
+        try:
+            flt = compile_pcap_filter(a.filter)
+        except FilterSyntaxError as e:
+            raise UsageError(_filter_error(e)) from None
+    try:
+        cap = read_capture(a.file, slot_size=a.slot_size)
+    except PcapError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    recs = parse_slot_array(cap.slots)
+    if flt is not None:
+        verdict = flt.match_slot_array(cap.slots, recs)
+    else:
+        verdict = np.ones(cap.count, dtype=bool)
+    sel = np.nonzero(verdict)[0]
+    matched = len(sel)
+    if a.count is not None:
+        sel = sel[:a.count]
+    fmt = _packet_json if a.jsonl else _packet_text
+    out = sys.stdout
+    for pkt in _packet_dicts(cap.slots, recs, sel):
+        out.write(fmt(pkt) + "\n")
+    out.flush()
+    print(f"{PROG} parse: {cap.count} packets read, {matched} matched, {len(sel)} printed",
+          file=sys.stderr)
+    if cap.error:
+        print(f"{PROG}: error: {cap.error}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+def _packet_dicts(slots, recs, sel):
+    """The documented keys for the selected packets (column-wise conversion, then per row)."""
+    import ipaddress
+
+    from parsers.record import F_LLC, F_NONFIRST_FRAGMENT, F_UNSUPPORTED, flag_names
+
+    names = ("flags", "caplen", "ethertype", "vlan_count", "vlan_id0", "vlan_id1", "ip_version",
+             "src4", "dst4", "ip_proto", "ttl", "l4_off", "sport", "dport", "tcp_flags",
+             "tcp_seq", "tcp_ack", "tcp_window", "icmp_type", "icmp_code", "arp_op",
+             "payload_off", "payload_len")
+    r = recs[sel]
+    col = {n: r[n].tolist() for n in names}
+    src6 = r["src6"]
+    dst6 = r["dst6"]
+    ts = slots["ts_ns"][sel].tolist()
+    wire = slots["wire_len"][sel].tolist()
+    for j, idx in enumerate(sel.tolist()):
+        g = {n: col[n][j] for n in names}
+        fl = g["flags"]
+        ipv, proto, et = g["ip_version"], g["ip_proto"], g["ethertype"]
+        has_l4 = g["l4_off"] >= 0 and not (fl & F_NONFIRST_FRAGMENT)
+        arp = ipv == 0 and et == 0x0806 and g["l4_off"] >= 0
+        src = dst = None
+        if ipv == 4 or (arp and not fl & F_UNSUPPORTED and g["payload_off"] >= 0):
+            src = str(ipaddress.IPv4Address(g["src4"]))
+            dst = str(ipaddress.IPv4Address(g["dst4"]))
+        elif ipv == 6:
+            src = ipaddress.IPv6Address(src6[j].tobytes()).compressed
+            dst = ipaddress.IPv6Address(dst6[j].tobytes()).compressed
+        ports = has_l4 and proto in (6, 17)
+        tcp = has_l4 and proto == 6
+        icmp = has_l4 and proto in (1, 58)
+        vl = [g["vlan_id0"], g["vlan_id1"]][:min(g["vlan_count"], 2)]
+        yield {
+            "index": idx,
+            "ts": ts[j] / 1e9,
+            "ts_ns": ts[j],
+            "caplen": g["caplen"],
+            "wire_len": wire[j],
+            "flags": flag_names(fl),
+            "ethertype": et,
+            "vlan": vl,
+            "ip_version": ipv or None,
+            "src": src,
+            "dst": dst,
+            "proto": proto if ipv else None,
+            "ttl": g["ttl"] if ipv else None,
+            "sport": g["sport"] if ports else None,
+            "dport": g["dport"] if ports else None,
+            "tcp_flags": [nm for bit, nm in _TCP_FLAG_BITS if g["tcp_flags"] & bit]
+            if tcp else None,
+            "tcp_seq": g["tcp_seq"] if tcp else None,
+            "tcp_ack": g["tcp_ack"] if tcp else None,
+            "tcp_window": g["tcp_window"] if tcp else None,
+            "icmp_type": g["icmp_type"] if icmp else None,
+            "icmp_code": g["icmp_code"] if icmp else None,
+            "arp_op": g["arp_op"] if arp else None,
+            "payload_off": g["payload_off"] if g["payload_off"] >= 0 else None,
+            "payload_len": g["payload_len"],
+            "_llc": bool(fl & F_LLC),
+            "_tcp_flags_raw": g["tcp_flags"],
+        }
+
+
+def _packet_json(pkt: dict) -> str:
+    return json.dumps({k: v for k, v in pkt.items() if not k.startswith("_")})
+
+
+_PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMP6"}
+
+
+def _packet_text(pkt: dict) -> str:
+    parts = [str(pkt["index"]), f"{pkt['ts_ns'] // 10**9}.{pkt['ts_ns'] % 10**9:09d}"]
+    if pkt["vlan"]:
+        parts.append("vlan " + ",".join(str(v) for v in pkt["vlan"]))
+    ipv = pkt["ip_version"]
+    if ipv:
+        parts.append("IP" if ipv == 4 else "IP6")
+        s, d = pkt["src"], pkt["dst"]
+        if pkt["sport"] is not None:
+            s, d = f"{s}.{pkt['sport']}", f"{d}.{pkt['dport']}"
+        parts.append(f"{s} > {d}:")
+        proto = pkt["proto"]
+        if pkt["tcp_flags"] is not None:
+            raw = pkt["_tcp_flags_raw"]
+            fl = "".join(c for bit, c in _TCP_FLAG_CHARS if raw & bit) or "none"
+            parts.append(f"TCP [{fl}] seq {pkt['tcp_seq']} ack {pkt['tcp_ack']} "
+                         f"win {pkt['tcp_window']} payload {pkt['payload_len']}")
+        elif pkt["icmp_type"] is not None:
+            parts.append(f"{_PROTO_NAMES[proto]} type {pkt['icmp_type']} "
+                         f"code {pkt['icmp_code']}")
+        elif proto == 17 and pkt["sport"] is not None:
+            parts.append(f"UDP payload {pkt['payload_len']}")
+        else:                                       # no L4 header decoded
+            parts.append(_PROTO_NAMES.get(proto, f"proto {proto}"))
+        parts.append(f"ttl {pkt['ttl']}")
+    elif pkt["arp_op"] is not None:
+        parts.append("ARP")
+        if pkt["src"] is not None:
+            parts.append(f"{pkt['src']} > {pkt['dst']}:")
+        parts.append(f"op {pkt['arp_op']}")
+    elif pkt["_llc"]:
+        parts.append("802.3/LLC")
+    else:
+        parts.append(f"ethertype 0x{pkt['ethertype']:04x}")
+    parts.append(f"len {pkt['wire_len']}")
+    if pkt["flags"]:
+        parts.append("[" + ",".join(pkt["flags"]) + "]")
+    return " ".join(parts)
 
 
 @contextlib.contextmanager
