@@ -348,7 +348,7 @@ def test_boundscheck_mode():
 
     @numba.njit
     def raw(a, i):
-        return P._b(P._data(a), a.shape[0], i)
+        return P._b(P._byte_ptr(a), a.shape[0], i)
 
     with pytest.raises(IndexError):
         raw(a, 4)
