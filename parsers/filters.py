@@ -94,6 +94,8 @@ from numba import njit
 
 from shm.pointers import data_pointer as _data
 
+from .l2l4 import slot_window
+
 # --- program encoding ---------------------------------------------------------------------------
 VERSION = 0x48524631          # "HRF1": code[0, 0]; bump when the row layout changes
 WIDTH = 16                    # int64 columns per row
@@ -1218,23 +1220,8 @@ def match_slots(slot_bytes, stride, slot_size, first, count, capacity, recs, pro
     matched.  ``cap_len`` is clamped to ``slot_size``; bad geometry filters nothing (returns 0,
     verdicts untouched).  Single consumer of ``verdict``; no allocation."""
     code, consts, ac_next, ac_out = prog
-    if stride <= 0 or slot_size < 0 or slot_size > stride - SLOT_HEADER_BYTES or first < 0:
-        return 0
-    nslots = slot_bytes.shape[0] // stride
-    if count > recs.shape[0]:
-        count = recs.shape[0]
-    if count > verdict.shape[0]:
-        count = verdict.shape[0]
-    if capacity > 0:
-        if (capacity & (capacity - 1)) != 0 or capacity > nslots:
-            return 0
-        mask = capacity - 1
-    else:
-        mask = -1
-        if first >= nslots:
-            return 0
-        if count > nslots - first:
-            count = nslots - first
+    count, mask = slot_window(slot_bytes.shape[0], stride, slot_size, first,
+                              min(count, recs.shape[0], verdict.shape[0]), capacity)
     bp = _data(slot_bytes)
     bn = slot_bytes.size
     cp, kp, ap, gp = _data(code), _data(consts), _data(ac_next), _data(ac_out)

@@ -736,6 +736,24 @@ def parse_frame(buf, base, caplen, rec):
 
 # --- bursts -------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
+def slot_window(nbytes, stride, slot_size, first, count, capacity):
+    """(count, mask) of a burst of ``count`` slots from ``first`` in ``nbytes`` of slot area:
+    with ``capacity`` > 0 slot i is ``(first + i) & (capacity - 1)`` (a ring), else ``first + i``
+    (an array, count clamped to what it holds).  Inconsistent geometry gives count 0.  Shared by
+    every burst verb that walks slots (``parse_slots``, ``filters.match_slots``)."""
+    if stride <= 0 or slot_size < 0 or slot_size > stride - SLOT_HEADER_BYTES or first < 0:
+        return 0, -1
+    nslots = nbytes // stride
+    if capacity > 0:
+        if (capacity & (capacity - 1)) != 0 or capacity > nslots:
+            return 0, -1
+        return count, capacity - 1
+    if first >= nslots:
+        return 0, -1
+    return min(count, nslots - first), -1
+
+
+@njit(cache=True, nogil=True)
 def parse_slots(slot_bytes, stride, slot_size, first, count, capacity, recs):
     """Parse ``count`` slots into ``recs[0:count]``; returns how many were parsed.
 
@@ -763,22 +781,8 @@ def parse_slots(slot_bytes, stride, slot_size, first, count, capacity, recs):
     ``capacity * stride`` exceeds the array, or a ``slot_size`` that does not fit the stride,
     parses nothing (returns 0).  No allocation, no exception.
     """
-    if stride <= 0 or slot_size < 0 or slot_size > stride - SLOT_HEADER_BYTES or first < 0:
-        return 0
     n = slot_bytes.shape[0]
-    nslots = n // stride
-    if count > recs.shape[0]:
-        count = recs.shape[0]
-    if capacity > 0:
-        if (capacity & (capacity - 1)) != 0 or capacity > nslots:
-            return 0
-        mask = capacity - 1
-    else:
-        mask = -1
-        if first >= nslots:
-            return 0
-        if count > nslots - first:
-            count = nslots - first
+    count, mask = slot_window(n, stride, slot_size, first, min(count, recs.shape[0]), capacity)
     p = _byte_ptr(slot_bytes)
     for i in range(count):
         sb = ((first + i) & mask) * stride
