@@ -677,12 +677,22 @@ class Filter:
         self.ac_out = ac_out
         _validate(code)
         self.prog = (self.code, self.consts, self.ac_next, self.ac_out)
+        self._specialized = None
         self.needs_records = bool(groups) or any(
             isinstance(n, Cmp) and n.base == B_PAYLOAD for n in walk(simple))
 
     def __repr__(self):
         src = self.source if self.source is not None else str(self.node)
         return f"Filter({src!r}, {len(self.code) - 1} tests)"
+
+    @property
+    def specialized(self):
+        """This filter compiled to its own machine code (``parsers.filter_codegen``): the
+        burst verb a long-running loop should call.  Built on first use, cached on disk."""
+        if self._specialized is None:
+            from .filter_codegen import specialize
+            self._specialized = specialize(self)
+        return self._specialized
 
     def describe(self) -> str:
         """The program, one test per line (like ``tcpdump -d``)."""
@@ -956,150 +966,206 @@ def _addr6_side(bp, bn, p, end, kp, kn, ci):
     return 1
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _leaf(op, cp, cn, row, kp, kn, bp, bn, base, end, wirelen, poff, plen):
-    """Evaluate the test ``op`` at ``cp[row:row+WIDTH]`` (not CONTAINS): 1 true, 0 false, -1 a
-    load ran past ``end``."""
-    eo = base + _rd(cp, cn, row + 3)              # ethertype at 12 + 4*d
-    if op == 7:                                   # OP_CMP
-        ge = _rd(cp, cn, row + 13)
-        if ge != 0:                               # the fused gate, in libpcap's order
-            if eo + 2 > end:
-                return -1
-            if _be(bp, bn, eo, 2) != ge:
-                return 0
-            gproto = _rd(cp, cn, row + 14)
-            if gproto >= 0:
-                l3 = eo + 2
-                if ge == 0x0800:
-                    if l3 + 10 > end:
-                        return -1
-                    if _rd(bp, bn, l3 + 9) != gproto:
-                        return 0
-                    if _rd(cp, cn, row + 15) != 0 and (_be(bp, bn, l3 + 6, 2) & 0x1FFF) != 0:
-                        return 0
-                else:                             # 0x86dd: the next header, directly
-                    if l3 + 7 > end:
-                        return -1
-                    if _rd(bp, bn, l3 + 6) != gproto:
-                        return 0
-        b = _rd(cp, cn, row + 4)
-        off = _rd(cp, cn, row + 5)
-        size = _rd(cp, cn, row + 6)
-        if b == 4:                                # len: the wire length, no load
-            v = wirelen & 0xFFFFFFFF
-        else:
-            if b == 0:
-                p = base + off
-            elif b == 1:
-                p = eo + 2 + off
-            elif b == 2:                          # ldxb 4*([L3]&0xf), then [x + L3 + off]
-                l3 = eo + 2
-                if l3 + 1 > end:
+# One function per test, operands as plain integers.  The interpreter's ``_leaf`` reads the
+# operands from a program row and calls these; ``parsers.filter_codegen`` calls them with the
+# operands as literals, so LLVM inlines and constant-folds each test (one body, two users).
+# Each returns 1 (true), 0 (false) or -1 (a load ran past ``end``: BPF rejects the packet).
+
+@njit(cache=True, nogil=True)
+def test_cmp(bp, bn, base, end, wirelen, poff, plen, eoff, b, off, size, mask, shift, mul, add,
+             relbits, k, gate_et, gate_proto, gate_frag):
+    eo = base + eoff                              # ethertype at 12 + 4*d
+    if gate_et != 0:                              # the fused gate, in libpcap's order
+        if eo + 2 > end:
+            return -1
+        if _be(bp, bn, eo, 2) != gate_et:
+            return 0
+        if gate_proto >= 0:
+            l3 = eo + 2
+            if gate_et == 0x0800:
+                if l3 + 10 > end:
                     return -1
-                p = l3 + 4 * (_rd(bp, bn, l3) & 0xF) + off
-            elif b == 3:
-                p = eo + 42 + off
-            else:                                 # payload: past it is false, not a reject
-                if poff < 0:
+                if _rd(bp, bn, l3 + 9) != gate_proto:
                     return 0
-                p = poff + off
-                if p + size > poff + plen or p + size > end:
+                if gate_frag != 0 and (_be(bp, bn, l3 + 6, 2) & 0x1FFF) != 0:
                     return 0
-            if p + size > end:
+            else:                                 # 0x86dd: the next header, directly
+                if l3 + 7 > end:
+                    return -1
+                if _rd(bp, bn, l3 + 6) != gate_proto:
+                    return 0
+    if b == 4:                                    # len: the wire length, no load
+        v = wirelen & 0xFFFFFFFF
+    else:
+        if b == 0:
+            p = base + off
+        elif b == 1:
+            p = eo + 2 + off
+        elif b == 2:                              # ldxb 4*([L3]&0xf), then [x + L3 + off]
+            l3 = eo + 2
+            if l3 + 1 > end:
                 return -1
-            v = _be(bp, bn, p, size)
-        v = (v & _rd(cp, cn, row + 7)) >> _rd(cp, cn, row + 8)
-        mul = _rd(cp, cn, row + 9)
-        add = _rd(cp, cn, row + 10)
-        if mul != 1 or add != 0:                  # affine part, modulo 2**32
-            v = np.int64((np.uint64(v) * np.uint64(mul) + np.uint64(add))
-                         & np.uint64(0xFFFFFFFF))
-        return _relop(v, _rd(cp, cn, row + 11), _rd(cp, cn, row + 12))
+            p = l3 + 4 * (_rd(bp, bn, l3) & 0xF) + off
+        elif b == 3:
+            p = eo + 42 + off
+        else:                                     # payload: past it is false, not a reject
+            if poff < 0:
+                return 0
+            p = poff + off
+            if p + size > poff + plen or p + size > end:
+                return 0
+        if p + size > end:
+            return -1
+        v = _be(bp, bn, p, size)
+    v = (v & mask) >> shift
+    if mul != 1 or add != 0:                      # affine part, modulo 2**32
+        v = np.int64((np.uint64(v) * np.uint64(mul) + np.uint64(add))
+                     & np.uint64(0xFFFFFFFF))
+    return _relop(v, relbits, k)
+
+
+@njit(cache=True, nogil=True)
+def test_ethertype(bp, bn, base, end, eoff, value):
+    eo = base + eoff
+    if eo + 2 > end:
+        return -1
+    return 1 if _be(bp, bn, eo, 2) == value else 0
+
+
+@njit(cache=True, nogil=True)
+def test_ipproto(bp, bn, base, end, eoff, proto, fl):
+    eo = base + eoff
     if eo + 2 > end:
         return -1
     et = _be(bp, bn, eo, 2)
     l3 = eo + 2
-    if op == 1:                                   # OP_ETHERTYPE
-        return 1 if et == _rd(cp, cn, row + 4) else 0
-    if op == 2:                                   # OP_IPPROTO
-        proto = _rd(cp, cn, row + 4)
-        fl = _rd(cp, cn, row + 5)
-        if et == 0x0800 and (fl & 1) != 0:
-            if l3 + 10 > end:
-                return -1
-            return 1 if _rd(bp, bn, l3 + 9) == proto else 0
-        if et == 0x86DD and (fl & 6) != 0:
-            if l3 + 7 > end:
-                return -1
-            nh = _rd(bp, bn, l3 + 6)
-            if nh == proto:
-                return 1
-            if (fl & 2) != 0 and nh == 44:        # one fragment header, then the protocol
-                if l3 + 41 > end:
-                    return -1
-                return 1 if _rd(bp, bn, l3 + 40) == proto else 0
-        return 0
-    if op == 3:                                   # OP_PORT
-        pp = _rd(cp, cn, row + 7)
-        if et == 0x0800:
-            if l3 + 10 > end:
-                return -1
-            p = _rd(bp, bn, l3 + 9)
-            if not ((p == 6 and (pp & 1) != 0) or (p == 17 and (pp & 2) != 0)
-                    or (p == 132 and (pp & 4) != 0)):
-                return 0
-            if (_be(bp, bn, l3 + 6, 2) & 0x1FFF) != 0:   # a non-first fragment has no ports
-                return 0
-            l4 = l3 + 4 * (_rd(bp, bn, l3) & 0xF)
-            return _ports(bp, bn, l4, end, _rd(cp, cn, row + 4), _rd(cp, cn, row + 5),
-                          _rd(cp, cn, row + 6))
-        if et == 0x86DD:
-            if l3 + 7 > end:
-                return -1
-            p = _rd(bp, bn, l3 + 6)
-            if not ((p == 6 and (pp & 1) != 0) or (p == 17 and (pp & 2) != 0)
-                    or (p == 132 and (pp & 4) != 0)):
-                return 0
-            return _ports(bp, bn, l3 + 40, end, _rd(cp, cn, row + 4), _rd(cp, cn, row + 5),
-                          _rd(cp, cn, row + 6))
-        return 0
-    if op == 4:                                   # OP_HOST4
-        kinds = _rd(cp, cn, row + 7)
-        if et == 0x0800 and (kinds & 1) != 0:
-            so = l3 + 12
-            do = l3 + 16
-        elif (et == 0x0806 and (kinds & 2) != 0) or (et == 0x8035 and (kinds & 4) != 0):
-            so = l3 + 14
-            do = l3 + 24
-        else:
-            return 0
-        return _addr4(bp, bn, so, do, end, _rd(cp, cn, row + 4), _rd(cp, cn, row + 5),
-                      _rd(cp, cn, row + 6))
-    if op == 5:                                   # OP_HOST6
-        if et != 0x86DD:
-            return 0
-        dr = _rd(cp, cn, row + 4)
-        ci = _rd(cp, cn, row + 5)
-        if dr == 2:
-            return _addr6_side(bp, bn, l3 + 24, end, kp, kn, ci)
-        r = _addr6_side(bp, bn, l3 + 8, end, kp, kn, ci)
-        if r < 0 or dr == 1:
-            return r
-        if dr == 3 and r == 1:
-            return 1
-        if dr == 4 and r == 0:
-            return 0
-        return _addr6_side(bp, bn, l3 + 24, end, kp, kn, ci)
-    if op == 6:                                   # OP_VLAN
-        if et != 0x8100 and et != 0x88A8 and et != 0x9100:
-            return 0
-        vid = _rd(cp, cn, row + 4)
-        if vid < 0:
-            return 1
-        if l3 + 2 > end:
+    if et == 0x0800 and (fl & 1) != 0:
+        if l3 + 10 > end:
             return -1
-        return 1 if (_be(bp, bn, l3, 2) & 0xFFF) == vid else 0
+        return 1 if _rd(bp, bn, l3 + 9) == proto else 0
+    if et == 0x86DD and (fl & 6) != 0:
+        if l3 + 7 > end:
+            return -1
+        nh = _rd(bp, bn, l3 + 6)
+        if nh == proto:
+            return 1
+        if (fl & 2) != 0 and nh == 44:            # one fragment header, then the protocol
+            if l3 + 41 > end:
+                return -1
+            return 1 if _rd(bp, bn, l3 + 40) == proto else 0
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def test_port(bp, bn, base, end, eoff, lo, hi, dr, pp):
+    eo = base + eoff
+    if eo + 2 > end:
+        return -1
+    et = _be(bp, bn, eo, 2)
+    l3 = eo + 2
+    if et == 0x0800:
+        if l3 + 10 > end:
+            return -1
+        p = _rd(bp, bn, l3 + 9)
+        if not ((p == 6 and (pp & 1) != 0) or (p == 17 and (pp & 2) != 0)
+                or (p == 132 and (pp & 4) != 0)):
+            return 0
+        if (_be(bp, bn, l3 + 6, 2) & 0x1FFF) != 0:   # a non-first fragment has no ports
+            return 0
+        l4 = l3 + 4 * (_rd(bp, bn, l3) & 0xF)
+        return _ports(bp, bn, l4, end, lo, hi, dr)
+    if et == 0x86DD:
+        if l3 + 7 > end:
+            return -1
+        p = _rd(bp, bn, l3 + 6)
+        if not ((p == 6 and (pp & 1) != 0) or (p == 17 and (pp & 2) != 0)
+                or (p == 132 and (pp & 4) != 0)):
+            return 0
+        return _ports(bp, bn, l3 + 40, end, lo, hi, dr)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def test_host4(bp, bn, base, end, eoff, addr, mask, dr, kinds):
+    eo = base + eoff
+    if eo + 2 > end:
+        return -1
+    et = _be(bp, bn, eo, 2)
+    l3 = eo + 2
+    if et == 0x0800 and (kinds & 1) != 0:
+        so = l3 + 12
+        do = l3 + 16
+    elif (et == 0x0806 and (kinds & 2) != 0) or (et == 0x8035 and (kinds & 4) != 0):
+        so = l3 + 14
+        do = l3 + 24
+    else:
+        return 0
+    return _addr4(bp, bn, so, do, end, addr, mask, dr)
+
+
+@njit(cache=True, nogil=True)
+def test_host6(bp, bn, base, end, eoff, kp, kn, dr, ci):
+    """``kp[ci:ci+4]``: the address as big-endian words, ``kp[ci+4:ci+8]`` the mask."""
+    eo = base + eoff
+    if eo + 2 > end:
+        return -1
+    if _be(bp, bn, eo, 2) != 0x86DD:
+        return 0
+    l3 = eo + 2
+    if dr == 2:
+        return _addr6_side(bp, bn, l3 + 24, end, kp, kn, ci)
+    r = _addr6_side(bp, bn, l3 + 8, end, kp, kn, ci)
+    if r < 0 or dr == 1:
+        return r
+    if dr == 3 and r == 1:
+        return 1
+    if dr == 4 and r == 0:
+        return 0
+    return _addr6_side(bp, bn, l3 + 24, end, kp, kn, ci)
+
+
+@njit(cache=True, nogil=True)
+def test_vlan(bp, bn, base, end, eoff, vid):
+    eo = base + eoff
+    if eo + 2 > end:
+        return -1
+    et = _be(bp, bn, eo, 2)
+    if et != 0x8100 and et != 0x88A8 and et != 0x9100:
+        return 0
+    if vid < 0:
+        return 1
+    l3 = eo + 2
+    if l3 + 2 > end:
+        return -1
+    return 1 if (_be(bp, bn, l3, 2) & 0xFFF) == vid else 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _leaf(op, cp, cn, row, kp, kn, bp, bn, base, end, wirelen, poff, plen):
+    """Evaluate the test ``op`` at ``cp[row:row+WIDTH]`` (not CONTAINS): 1 true, 0 false, -1 a
+    load ran past ``end``.  The column meanings are those of the OP_* table at the top."""
+    eoff = _rd(cp, cn, row + 3)
+    if op == 7:                                   # OP_CMP
+        return test_cmp(bp, bn, base, end, wirelen, poff, plen, eoff,
+                        _rd(cp, cn, row + 4), _rd(cp, cn, row + 5), _rd(cp, cn, row + 6),
+                        _rd(cp, cn, row + 7), _rd(cp, cn, row + 8), _rd(cp, cn, row + 9),
+                        _rd(cp, cn, row + 10), _rd(cp, cn, row + 11), _rd(cp, cn, row + 12),
+                        _rd(cp, cn, row + 13), _rd(cp, cn, row + 14), _rd(cp, cn, row + 15))
+    if op == 1:                                   # OP_ETHERTYPE
+        return test_ethertype(bp, bn, base, end, eoff, _rd(cp, cn, row + 4))
+    if op == 2:                                   # OP_IPPROTO
+        return test_ipproto(bp, bn, base, end, eoff, _rd(cp, cn, row + 4), _rd(cp, cn, row + 5))
+    if op == 3:                                   # OP_PORT
+        return test_port(bp, bn, base, end, eoff, _rd(cp, cn, row + 4), _rd(cp, cn, row + 5),
+                         _rd(cp, cn, row + 6), _rd(cp, cn, row + 7))
+    if op == 4:                                   # OP_HOST4
+        return test_host4(bp, bn, base, end, eoff, _rd(cp, cn, row + 4), _rd(cp, cn, row + 5),
+                          _rd(cp, cn, row + 6), _rd(cp, cn, row + 7))
+    if op == 5:                                   # OP_HOST6
+        return test_host6(bp, bn, base, end, eoff, kp, kn, _rd(cp, cn, row + 4),
+                          _rd(cp, cn, row + 5))
+    if op == 6:                                   # OP_VLAN
+        return test_vlan(bp, bn, base, end, eoff, _rd(cp, cn, row + 4))
     return -1                                     # unknown op: reject (programs are validated)
 
 

@@ -333,6 +333,114 @@ def test_reference_against_parsed_expressions():
     assert not bad, bad[:5]
 
 
+# --- the specialised matcher (parsers/filter_codegen.py) -------------------------------------
+# Fixed filters (each compiles once, ~1 s) that between them use every test op, every load
+# base, both directions of every address/port test, vlan shifts and contains; hypothesis feeds
+# them random, truncated and corrupted frames and the verdict must equal the interpreter's and
+# the naive reference's.
+SPECIALIZED_EXPRS = [
+    "(udp and dst port 53) or (tcp and src portrange 1000-2000) or (ip6 and port 80) or "
+    "src host 10.0.0.1 or dst net 10.1.0.0/16 or (src and dst net 10.0.0.0/8)",
+    "vlan 100 and (host fe80::1 or dst net 2001:db8::/32 or src fe80::2) or arp host 10.0.0.2",
+    "ip[0] & 0xf > 5 or tcp[13] & 2 != 0 or udp[8:2] = 0x1234 or ip6[6] = 58 or len > 100 "
+    "or ether[0] & 1 = 1 or (tcp[12] >> 4) * 4 > 20 or icmp[0] = 8",
+    'payload contains "ABC" or payload contains "hello" or payload[0] = 0x41 or '
+    'not (ip or ip6)',
+    "not vlan and (proto 17 or ip6 proto 58) or vlan and vlan 200 and udp",
+    "1 = 0",
+]
+
+
+@pytest.fixture(scope="module")
+def specialized_filters():
+    return [P.compile_pcap_filter(e) for e in SPECIALIZED_EXPRS]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(frames(), min_size=1, max_size=16))
+def test_specialized_equals_interpreter_and_reference(specialized_filters, batch):
+    slots = np.zeros(len(batch), dtype=L.slot_dtype(2048))
+    recs = new_records(len(batch))
+    for i, (data, wire, rec_mode, poff, plen) in enumerate(batch):
+        slots[i]["wire_len"] = wire
+        slots[i]["cap_len"] = len(data)
+        slots[i]["payload"][:len(data)] = np.frombuffer(data, np.uint8)
+        recs[i] = frame_from(data, wire, rec_mode, poff, plen)[1][0]
+    for flt in specialized_filters:
+        spec = flt.specialized.match_slot_array(slots, recs).tolist()
+        assert spec == flt.match_slot_array(slots, recs).tolist(), flt
+        for i, (data, wire, *_r) in enumerate(batch):
+            fr = Frame(data, wire, int(recs[i]["payload_off"]), int(recs[i]["payload_len"]))
+            assert spec[i] == naive_match(flt.node, fr), (flt, data.hex())
+
+
+def test_specialized_ring_addressing_wraps_like_the_interpreter(specialized_filters):
+    fr = _POOL[:64]
+    slots = _slots(fr)
+    from parsers.l2l4 import parse_slot_array
+    recs = new_records(64)
+    parse_slot_array(slots, recs)
+    flat = slots.view(np.uint8).reshape(-1)
+    stride = slots.dtype.itemsize
+    for flt in specialized_filters:
+        sp = flt.specialized
+        for first in (0, 50, 63, 64 * 1000 + 7):
+            v1 = np.zeros(32, np.uint8)
+            v2 = np.full(32, 9, np.uint8)
+            recs_w = recs[[(first + i) % 64 for i in range(32)]]
+            h1 = F.match_slots(flat, stride, 256, first, 32, 64, recs_w, flt.prog, v1)
+            h2 = sp.match_slots(flat, stride, 256, first, 32, 64, recs_w, v2)
+            assert h1 == h2 and v1.tolist() == v2.tolist(), flt
+        v = np.full(4, 9, np.uint8)           # bad geometry filters nothing, like the interpreter
+        assert sp.match_slots(flat, stride, 256, 0, 4, 48, recs, v) == 0 and v.tolist() == [9] * 4
+        assert sp.match_slots(flat, 16, 256, 0, 4, 0, recs, v) == 0
+
+
+SPECIALIZE_CACHE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    import numpy as np
+    from parsers import pcap_filter as P
+    from parsers.record import new_records
+    from shm import layout as L
+    sp = P.compile_pcap_filter("udp and dst port 4242 or vlan 7").specialized
+    slots = np.zeros(4, dtype=L.slot_dtype(64))
+    sp.match_slot_array(slots, new_records(4))
+    st = sp.burst.stats
+    print(json.dumps({"path": str(sp.path), "hits": sum(st.cache_hits.values()),
+                      "misses": sum(st.cache_misses.values())}))
+""")
+
+
+def test_specialized_machine_code_is_cached_across_processes(tmp_path):
+    env = dict(os.environ, HUGERING_CACHE_DIR=str(tmp_path))
+
+    def one():
+        p = subprocess.run([sys.executable, "-c", SPECIALIZE_CACHE_SCRIPT, str(ROOT)],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    first, second = one(), one()
+    assert first["path"] == second["path"] and first["path"].startswith(str(tmp_path))
+    assert first["misses"] == 1 and first["hits"] == 0      # compiled ...
+    assert second["hits"] == 1 and second["misses"] == 0    # ... then loaded from disk
+    assert "udp and dst port 4242" in Path(first["path"]).read_text()
+
+
+def test_specialized_cache_key_covers_program_and_library(monkeypatch):
+    from parsers import filter_codegen as G
+    flt = P.compile_pcap_filter("udp port 1")
+    assert G.module_path(flt) != G.module_path(P.compile_pcap_filter("udp port 2"))
+    assert G.module_path(flt) == G.module_path(P.compile_pcap_filter("udp port 1"))
+    before = G.module_path(flt)
+    monkeypatch.setattr(G, "_LIB_DIGEST", "an edited parsers/filters.py")
+    assert G.module_path(flt) != before          # a library change never reuses old code
+    monkeypatch.setattr(G, "_LIB_DIGEST", None)
+    assert G.module_path(flt) == before
+
+
 # --- burst verbs ----------------------------------------------------------------------------------------
 def _slots(frames_, size=256):
     slots = np.zeros(len(frames_), dtype=L.slot_dtype(size))
@@ -695,12 +803,15 @@ NRT_SCRIPT = textwrap.dedent("""
         s = rtsys.get_allocation_stats()
         return [s.alloc, s.free, s.mi_alloc, s.mi_free]
 
+    spec = flt.specialized
+
     def rnd(calls, n):
         before = stats()
         h = 0
         for _ in range(calls):
             h += F.match_burst(recs, flat, bases, caps, wires, n, flt.prog, verdict)
             h += F.match_slots(flat, stride, 256, 0, n, 0, recs, flt.prog, verdict)
+            h += spec.burst(flat, stride, 256, 0, n, 0, recs, verdict, spec.ac_next, spec.ac_out)
             h += user_loop(recs, flat, bases, caps, wires, n, flt.prog)
         return [a - b for a, b in zip(stats(), before)], h
 

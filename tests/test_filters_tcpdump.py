@@ -360,6 +360,41 @@ def test_expressions_agree_with_tcpdump(complete_capture):
     assert not failures, "\n".join(failures)
 
 
+# The specialised matcher (parsers/filter_codegen.py) compiles once per filter (~1 s here), so
+# it meets tcpdump on a spread of the list -- every test op, every load base, vlan shifts,
+# contains -- and must equal the interpreter on the random expressions below as well.
+SPECIALIZED_SAMPLE = EXPRESSIONS[::4] + [
+    "ip6 and not icmp6", "host fe80::1 or net 2001:db8::/32", "ether host 00:11:22:33:44:55",
+    "vlan 100 and tcp port 80", "udp[8:2] = 0x1234 or len > 100", "portrange 1000-2000"]
+
+
+def test_specialized_matcher_agrees_with_tcpdump(capture):
+    path, ours, tmp = capture
+    failures = []
+    for expr in SPECIALIZED_SAMPLE:
+        want = tcpdump_select(path, expr, tmp, False)
+        flt = P.compile_pcap_filter(expr)
+        got = set(np.nonzero(flt.specialized.match_slot_array(ours.slots, ours.recs))[0].tolist())
+        if got != want:
+            failures.append(f"{expr!r}: tcpdump only {sorted(want - got)[:8]}, "
+                            f"specialised only {sorted(got - want)[:8]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_specialized_matcher_equals_interpreter_on_random_expressions(capture):
+    path, ours, tmp = capture
+    rng = random.Random(77)
+    checked = 0
+    while checked < 12:
+        try:
+            flt = P.compile_pcap_filter(random_expression(rng))
+        except F.FilterSyntaxError:
+            continue
+        spec = flt.specialized.match_slot_array(ours.slots, ours.recs)
+        assert spec.tolist() == flt.match_slot_array(ours.slots, ours.recs).tolist(), flt
+        checked += 1
+
+
 def test_corpus_exercises_the_filters(capture):
     """A sanity check on the oracle test itself: the expressions select varied, non-trivial
     subsets (an empty capture would agree with anything)."""
