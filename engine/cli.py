@@ -129,7 +129,17 @@ def command(name: str, help: str):
     return register
 
 
+def _load_verb_modules() -> None:
+    """Import every module of ``engine.verbs`` (each registers its verb)."""
+    import importlib
+    import pkgutil
+    from engine import verbs
+    for info in sorted(pkgutil.iter_modules(verbs.__path__), key=lambda m: m.name):
+        importlib.import_module(f"engine.verbs.{info.name}")
+
+
 def build_parser() -> _Parser:
+    _load_verb_modules()
     p = _Parser(prog=PROG, description="Kernel-bypass packet rings in hugepage shared memory, "
                 "busy-polled from Numba.",
                 epilog="Run 'hugering VERB --help' for a verb's options.")
