@@ -55,6 +55,51 @@ def _getpgid(typingctx, pid):
     return types.int64(pid), codegen
 
 
+@intrinsic
+def _sched_yield(typingctx):
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, []),
+                                            "sched_yield")
+        return builder.sext(builder.call(fn, []), ir.IntType(64))
+    return types.int64(), codegen
+
+
+@intrinsic
+def _nanosleep(typingctx, ns):
+    if not isinstance(ns, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        timespec = ir.LiteralStructType([i64, i64])
+        fnty = ir.FunctionType(i32, [timespec.as_pointer(), timespec.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "nanosleep")
+        ts = cgutils.alloca_once(builder, timespec)
+        billion = ir.Constant(i64, 1_000_000_000)
+        zero = ir.Constant(i32, 0)
+        builder.store(builder.sdiv(args[0], billion), builder.gep(ts, [zero, zero]))
+        builder.store(builder.srem(args[0], billion), builder.gep(ts, [zero, ir.Constant(i32, 1)]))
+        r = builder.call(fn, [ts, ts.type(None)])
+        return builder.sext(r, i64)
+    return types.int64(ns), codegen
+
+
+@njit(cache=True, nogil=True)
+def sched_yield():
+    """Give the cpu to another runnable thread, if any (libc ``sched_yield``)."""
+    return _sched_yield()
+
+
+@njit(cache=True, nogil=True)
+def sleep_ns(ns):
+    """Sleep about ``ns`` nanoseconds (libc ``nanosleep``; the kernel adds its timer slack, 50 us
+    by default for a normal thread).  Returns 0, or -1 when a signal cut it short."""
+    if ns <= 0:
+        return 0
+    return _nanosleep(ns)
+
+
 @njit(cache=True, nogil=True)
 def now_ns():
     """CLOCK_REALTIME in ns (the ring's time base)."""
