@@ -402,6 +402,8 @@ def _ring_rm(a) -> int:
     for name in a.names:
         try:
             path = Ring.remove(name, a.hugetlbfs)
+            from engine.stats import remove as remove_stats
+            remove_stats(name)                     # its engine counters go with it
         except RingError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             status = EXIT_RUNTIME
@@ -822,4 +824,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m engine.cli``: run the imported module's main, not this __main__ copy's --
+    # the verb modules register with ``engine.cli.COMMANDS``, which would be another dict
+    from engine.cli import main as _main
+    sys.exit(_main())

@@ -12,7 +12,7 @@ One iteration (``idle(do_work())``):
    them, lossy rings) -- the zero-copy path never writes the ring;
 2. ``parse_slots`` them into ``recs``, run the filter (``verdict``), list the survivors'
    burst indices in ``sel[0:n]``;
-3. one clock read, then ``HANDLER(recs, frames, bases, sel, n, state)``;
+3. one clock read ``now``, then ``HANDLER(recs, frames, bases, sel, n, now, state)``;
 4. the latency producer-timestamp -> handler of each survivor into the histogram, the
    counters into the shared stats block (single writer: plain stores, once per burst);
 5. ``release`` the burst.
@@ -160,7 +160,7 @@ def consume_lossless(ctrl, words, slot_bytes, cstate, stride, slot_size, capacit
         lstate[LS_PENDING] = k
         lstate[LS_SELECTED] = n
         t = now_ns()
-        handled = HANDLER(recs, slot_bytes, bases, sel, n, state)
+        handled = HANDLER(recs, slot_bytes, bases, sel, n, t, state)
         lstate[LS_PENDING] = 0
         _account(block, k, n, handled, t, frames_ts, sel, first + k - 1)
         if K.release(ctrl, cstate, k) < 0:         # evicted while handling: rejoin next poll
@@ -222,7 +222,7 @@ def consume_lossy(ctrl, words, copy_words, cstate, stride, slot_size, recs, verd
         lstate[LS_PENDING] = 0                     # receive already consumed the slots
         lstate[LS_SELECTED] = n
         t = now_ns()
-        handled = HANDLER(recs, copy_bytes, bases, sel, n, state)
+        handled = HANDLER(recs, copy_bytes, bases, sel, n, t, state)
         _account(block, k, n, handled, t, frames_ts, sel,
                  copy_words[(k - 1) * stride_w + L.S_SEQ])
         if handled < 0:

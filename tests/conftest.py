@@ -68,6 +68,12 @@ def ring_name(request):
     """A ring name unique to this test process and test; every ring with it is removed after."""
     name = f"t{os.getpid()}-{next(_counter)}"
     yield name
+    for n in os.listdir("/dev/shm"):          # engine stats regions (engine/stats.py)
+        if n == f"hugering-stats.{name}" or n.startswith(f"hugering-stats.{name}."):
+            try:
+                os.unlink(os.path.join("/dev/shm", n))
+            except OSError:
+                pass
     for n, _ in B.list_rings():
         if n == name or n.startswith(name + "."):
             try:
