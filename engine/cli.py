@@ -808,6 +808,15 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except ValueError as e:
+        from engine.config import ConfigError, MachineError
+        if isinstance(e, MachineError):        # a valid file this machine cannot serve
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return EXIT_RUNTIME
+        if isinstance(e, ConfigError):
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
     except RingNameError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
