@@ -68,7 +68,7 @@ def run_consumer(cfg, name: str, queue: int) -> int:
     eng = ConsumerEngine(ring_name, name=label, handler=c.handler, filter=c.compile_filter(),
                          burst=c.burst, state_size=c.state_size, idle=c.idle,
                          spin=c.spin_before_idle, max_sleep_us=c.max_sleep_us, cpu=cpu,
-                         hugetlbfs=rc.hugetlbfs, state=state)
+                         hugetlbfs=rc.hugetlbfs, state=state, join=False)
     try:
         warnings = PL.check_placement(cpu, memory=eng.ring.slot_bytes) if cpu is not None \
             else []

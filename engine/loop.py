@@ -194,10 +194,14 @@ class ConsumerEngine:
     def __init__(self, ring, *, name: str = "consumer", handler=None, filter=None,
                  burst: int = 32, state_size: int = 64, idle: str = "busy", spin: int = 1000,
                  max_sleep_us: int = 100, cpu: int | None = None, hugetlbfs: str | None = None,
-                 state: np.ndarray | None = None):
+                 state: np.ndarray | None = None, join: bool = True):
+        """``join``: take a consumer line now (it sees what is published from here on);
+        False defers that to ``run`` -- what a process does that applies its jitter controls
+        (mlockall, prefault: hundreds of ms) in between, or the first packets it handles
+        would have waited that long."""
         from parsers.filters import Filter
         from parsers.pcap_filter import compile_pcap_filter
-        from shm.ring import Consumer, Ring
+        from shm.ring import Ring
         if idle not in IDLE_STRATEGIES:
             raise ValueError(f"idle: expected one of {', '.join(IDLE_STRATEGIES)}, got {idle!r}")
         if not 1 <= burst <= 4096:
@@ -232,10 +236,20 @@ class ConsumerEngine:
                            else None)
         self.stats = S.StatsRegion.attach(r)
         self.warm_up_s = self.warm_up()
-        self.consumer = Consumer(r)                # joins at the producer's cursor
-        self.index = self.consumer.index
-        self.block = self.stats.reset_block(self.index, os.getpid(), name, cpu)
+        self.consumer = None
+        self.index = -1
+        self.block = None
         self.status = None
+        if join:
+            self.join()
+
+    def join(self) -> None:
+        """Take a consumer line, at the producer's cursor, and reset its stats block."""
+        from shm.ring import Consumer
+        if self.consumer is None:
+            self.consumer = Consumer(self.ring)
+            self.index = self.consumer.index
+            self.block = self.stats.reset_block(self.index, os.getpid(), self.name, self.cpu)
 
     # -- the loop ---------------------------------------------------------------------------
     def _call(self, block, ctrl, words, slot_bytes, cstate, limit, deadline_ns, chunk_ns,
@@ -305,6 +319,7 @@ class ConsumerEngine:
         """Poll until ``count`` packets, ``duration`` seconds, a stop request (shared flag,
         SIGINT/SIGTERM when ``handle_signals``) or the handler says stop; returns the final
         snapshot (``report()``)."""
+        self.join()
         r = self.ring
         # the loop compares with the block's cumulative count: ``count`` more from here
         limit = int(self.block[S.W_RECEIVED]) + int(count) if count else 0

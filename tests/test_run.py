@@ -223,3 +223,35 @@ def test_multi_queue_fans_out_one_ring_and_consumer_per_queue(ring_name, tmp_pat
         f = kids[f"rss.q{q}"]["final"]
         assert f["ring"] == f"{ring_name}.q{q}" and f["received"] == 50000
         assert f["cpu"] == [0, 1 % ncpu][q]
+
+
+def test_consume_verb(ring_name):
+    Ring.create(ring_name, slots=4096, slot_size=256, full_policy="wait").close()
+    cons = subprocess.Popen([*HUGERING, "consume", ring_name, "--count", "30000", "--filter",
+                             "udp", "--handler", "examples.strategy:on_burst", "--idle",
+                             "backoff", "--cpu", "0", "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:       # joined (it joins when its loop starts)
+            r = Ring.open(ring_name)
+            joined = any(c["state"] == "active" for c in r.info()["consumers"])
+            r.close()
+            if joined:
+                break
+            assert cons.poll() is None, cons.stderr.read()
+            time.sleep(0.05)
+        p = run("synth", ring_name, "--rate", "500k", "--count", "30000")
+        assert p.returncode == 0, p.stderr
+        out, err = cons.communicate(timeout=60)
+        assert cons.returncode == 0, err
+        rep = json.loads(out)
+        assert rep["received"] == rep["handled"] == 30000 and rep["cpu"] == 0
+        assert "placement: cpu 0" in err
+    finally:
+        if cons.poll() is None:
+            cons.kill()
+    bad = run("consume", ring_name, "--handler", "nope:x", "--count", "1")
+    assert bad.returncode == 2 and "cannot import 'nope'" in bad.stderr
+    bad = run("consume", ring_name, "--filter", "udp and", "--count", "1")
+    assert bad.returncode == 2 and "^" in bad.stderr
