@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	@# bytecode for the packages, also where PYTHONDONTWRITEBYTECODE is set: a strategy
+	@# process's warm start (< 1 s to its first packet) must not recompile them every time
+	$(PY) -m compileall -q shm parsers engine examples
 	touch $@
 
 demo: $(STAMP)

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from engine import loop_body as B
+from engine import loop_codes as B
 from engine import stats as S
 from parsers.record import new_records
 from shm import kernels as K
@@ -65,7 +65,7 @@ STATUS_NAMES = {B.ST_STOP: "stop requested", B.ST_LIMIT: "count reached",
                 B.ST_DEADLINE: "duration reached", B.ST_HANDLER_STOP: "handler asked to stop"}
 CHUNK_NS = 50_000_000        # the loop hands back to Python this often (signals, supervisor)
 _ROOT = Path(__file__).resolve().parents[1]
-_LIBRARY = ["engine/loop_body.py", "engine/stats.py", "engine/loop.py", "shm/kernels.py",
+_LIBRARY = ["engine/loop_body.py", "engine/loop_codes.py", "engine/stats.py", "engine/loop.py", "shm/kernels.py",
             "shm/layout.py", "shm/atomics.py", "shm/clock.py", "shm/pointers.py",
             "parsers/l2l4.py", "parsers/record.py"]
 
@@ -140,7 +140,7 @@ def generate_loop_source(mod_name: str, attr: str, is_dispatcher: bool,
         head.append(f"from {filter_module} import match_slots_burst as MATCH")
     else:
         head.append("from engine.loop import no_filter_match as MATCH")
-    return "\n".join(head) + "\n\n" + Path(B.__file__).read_text()
+    return "\n".join(head) + "\n\n" + (_ROOT / "engine" / "loop_body.py").read_text()
 
 
 @njit(cache=True, nogil=True)
@@ -173,6 +173,7 @@ def compile_loop(handler=None, filt=None):
         tmp = d / f".tmp-{os.getpid()}-{name}.py"
         tmp.write_text(source)
         os.replace(tmp, path)
+        _precompile(path)
     if str(d) not in sys.path:
         sys.path.append(str(d))          # the loop module imports the filter module by name
     mod = sys.modules.get(name)
@@ -186,6 +187,16 @@ def compile_loop(handler=None, filt=None):
             del sys.modules[name]
             raise
     return mod
+
+
+def _precompile(path) -> None:
+    """Write the module's bytecode now: a process started with PYTHONDONTWRITEBYTECODE (or a
+    read-only tree) would otherwise compile the source again at every start."""
+    import py_compile
+    try:
+        py_compile.compile(str(path), doraise=True)
+    except (OSError, py_compile.PyCompileError):
+        pass
 
 
 class ConsumerEngine:

@@ -40,19 +40,9 @@ from shm import kernels as K
 from shm import layout as L
 from shm.clock import now_ns, sched_yield, sleep_ns
 
-# statuses returned to the driver
-ST_STOP = 0          # the shared stop flag was set
-ST_LIMIT = 1         # ``limit`` packets received
-ST_DEADLINE = 2      # ``deadline_ns`` passed
-ST_CHUNK = 3         # about ``chunk_ns`` passed: back to Python (signals), then call again
-ST_HANDLER_STOP = 4  # the handler returned a negative value
-
-IDLE_BUSY, IDLE_SPIN_YIELD, IDLE_BACKOFF = 0, 1, 2
-
-# lstate words (driver <-> loop)
-LS_PENDING = 0       # slots peeked and not yet released (non-zero only if the handler raised)
-LS_SELECTED = 1      # packets handed to the handler in that burst
-LS_WORDS = 4
+from engine.loop_codes import (IDLE_BUSY, IDLE_SPIN_YIELD, LS_PENDING,  # noqa: F401
+                               LS_SELECTED, ST_CHUNK, ST_DEADLINE, ST_HANDLER_STOP, ST_LIMIT,
+                               ST_STOP)
 
 
 @njit(cache=True, nogil=True)
@@ -122,7 +112,7 @@ def consume_lossless(ctrl, words, slot_bytes, cstate, stride, slot_size, capacit
     t = now_ns()
     chunk_end = t + chunk_ns
     empty = 0
-    sleep_state = lstate[2:3]                      # the backoff's sleep (a view: no allocation)
+    sleep_state = lstate[2:3]                      # LS_SLEEP (a view: no allocation)
     sleep_state[0] = 1000
     while True:
         k = K.peek(ctrl, cstate, max_burst)
@@ -189,7 +179,7 @@ def consume_lossy(ctrl, words, copy_words, cstate, stride, slot_size, recs, verd
     t = now_ns()
     chunk_end = t + chunk_ns
     empty = 0
-    sleep_state = lstate[2:3]
+    sleep_state = lstate[2:3]                      # LS_SLEEP
     sleep_state[0] = 1000
     while True:
         want = max_burst

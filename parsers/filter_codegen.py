@@ -283,6 +283,11 @@ def specialize(filt: "F.Filter") -> Specialized:
             f.write(source)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        import py_compile            # bytecode now: see engine.loop._precompile
+        try:
+            py_compile.compile(str(path), doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            pass
     mod = sys.modules.get(modname)
     if mod is None:
         spec = importlib.util.spec_from_file_location(modname, path)
