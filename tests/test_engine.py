@@ -190,7 +190,8 @@ def test_backoff_idles_without_burning_the_cpu(ring_name):
             c0 = time.process_time()
             eng.run(duration=1.0)
             used[idle] = time.process_time() - c0
-    assert used["backoff"] < 0.3 < used["busy"], used
+    # ratios, not absolutes: on the shared 2-vCPU VM the busy loop may get half a cpu
+    assert used["backoff"] < 0.25 and used["busy"] > 3 * used["backoff"], used
     ring.close()
 
 
