@@ -14,7 +14,9 @@ A strategy process embeds it like this (``examples/strategy.py`` is a complete o
         # sel     sel[0:n]: the burst indices the filter passed, in ring order
         # now     CLOCK_REALTIME ns read once for the burst, just before this call (the
         #         latency histogram measures now - slot ts_ns; no need to read a clock again)
-        # state   the consumer's int64 state array (yours; it persists across bursts)
+        # state   your state: an int64 array (state_size words), or whatever your module's
+        #         make_state(state_size) returns -- e.g. a tuple of arrays (order books);
+        #         it persists across bursts
         for j in range(n):
             i = sel[j]
             if recs[i].dport == 12345:
@@ -189,6 +191,32 @@ def compile_loop(handler=None, filt=None):
     return mod
 
 
+def _copy_state(state):
+    """A scratch copy of a handler state: an array, or a (named) tuple of arrays."""
+    if isinstance(state, np.ndarray):
+        return state.copy()
+    if isinstance(state, tuple):
+        items = [_copy_state(x) for x in state]
+        return type(state)(*items) if hasattr(state, "_fields") else tuple(items)
+    return state                       # a scalar: immutable in the loop anyway
+
+
+def make_handler_state(handler, state_size: int):
+    """The initial state of ``handler``: its module's ``make_state(state_size)`` when it
+    defines one (e.g. order books: a tuple of arrays), else ``state_size`` int64 zeros."""
+    parts = handler.partition(":") if isinstance(handler, str) else None
+    mod = sys.modules.get(parts[0]) if parts else getattr(handler, "__module__", None)
+    if isinstance(mod, str):
+        mod = sys.modules.get(mod)
+    if mod is None and parts:
+        try:
+            mod = importlib.import_module(parts[0])
+        except ImportError:
+            mod = None
+    make = getattr(mod, "make_state", None)
+    return make(state_size) if callable(make) else np.zeros(state_size, np.int64)
+
+
 def _precompile(path) -> None:
     """Write the module's bytecode now: a process started with PYTHONDONTWRITEBYTECODE (or a
     read-only tree) would otherwise compile the source again at every start."""
@@ -205,7 +233,7 @@ class ConsumerEngine:
     def __init__(self, ring, *, name: str = "consumer", handler=None, filter=None,
                  burst: int = 32, state_size: int = 64, idle: str = "busy", spin: int = 1000,
                  max_sleep_us: int = 100, cpu: int | None = None, hugetlbfs: str | None = None,
-                 state: np.ndarray | None = None, join: bool = True):
+                 state=None, join: bool = True):
         """``join``: take a consumer line now (it sees what is published from here on);
         False defers that to ``run`` -- what a process does that applies its jitter controls
         (mlockall, prefault: hundreds of ms) in between, or the first packets it handles
@@ -233,7 +261,9 @@ class ConsumerEngine:
         self.bases = np.zeros(burst, np.int64)
         self.frames_ts = np.zeros(burst, np.int64)
         self.sel = np.zeros(burst, np.int32)
-        self.state = np.zeros(state_size, np.int64) if state is None else state
+        # an int64 array, or any tuple of arrays the handler wants (its module may build it
+        # with make_state(state_size)); the loop passes it through untouched
+        self.state = make_handler_state(handler, state_size) if state is None else state
         self.lstate = np.zeros(B.LS_WORDS, np.int64)
         if filter is not None:
             sp = filter.specialized
@@ -310,7 +340,7 @@ class ConsumerEngine:
         words = words.view()
         words.flags.writeable = r.words.flags.writeable
         block = np.zeros(S.BLOCK_BYTES // 8, np.int64)
-        state = self.state.copy()          # the handler may rely on its initial state
+        state = _copy_state(self.state)    # the handler may rely on its initial state
         copy = (np.zeros(self.burst * r.slot_stride // 8, np.int64) if self.lossy else None)
         from numba.core.errors import NumbaError
         try:
