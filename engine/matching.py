@@ -1,0 +1,772 @@
+"""A price-time-priority matching engine in ``@njit`` code: order entry in, ITCH 5.0 out.
+
+``process_entry(e, buf, off, end, out, out_off) -> out_off`` applies one order-entry message
+(``buf[off:end]``, the OUCH-5.0-like subset below) to the books in ``e`` (``MatchingEngine
+.arrays``) and appends the ITCH 5.0 messages it causes to ``out`` as MoldUDP64 message blocks
+(u16 big-endian length + message), so ``out[:out_off]`` is ready to be cut into MoldUDP64
+packets (``publish_blocks``) or walked by ``parsers.itch.decode_stream``.
+
+Order entry (binary, big-endian; one layout table, ``ENTRY_MESSAGES``; names from OUCH 5.0)
+-----------------------------------------------------------------------------------------
+=====  ==============  ===========================================================
+type   field @ offset  meaning
+=====  ==============  ===========================================================
+'O'    Enter Order, 22 bytes
+       user_ref @1 u4   the client's order id (unique among its open orders)
+       side @5 alpha    'B' buy / 'S' sell
+       quantity @6 u4   shares (> 0)
+       locate @10 u2    instrument (ITCH stock locate, 1..max_instruments; OUCH has the
+                        8-byte symbol here: a locate saves the lookup)
+       price @12 u8     limit price, 4 implied decimals (1 .. 2**32-1: ITCH Price(4));
+                        ignored for a market order
+       tif @20 alpha    '0' day (rests) / '3' IOC (never rests)
+       ord_type @21     'L' limit / 'M' market (never rests, any price)
+'U'    Replace Order, 21 bytes
+       orig_user_ref @1 u4, user_ref @5 u4 (the new id; may equal the old), quantity @9 u4
+       (the new open size; 0 cancels), price @13 u8
+'X'    Cancel Order, 9 bytes
+       user_ref @1 u4, quantity @5 u4 (the new open size: 0 deletes the order, less than
+       open reduces it, keeping its priority; not less than open changes nothing)
+=====  ==============  ===========================================================
+
+Matching rules
+--------------
+* Price-time priority: best price first, then arrival order within a price level (FIFO queues,
+  intrusive doubly linked lists in preallocated arrays).  A trade is at the resting order's
+  price.  Self-trade is allowed: the engine has one session and no owner identity (a real
+  venue's self-trade prevention would sit in front of ``_match``).
+* Market orders and IOC orders trade what they can and never rest; what is left expires
+  silently (counted: ``expired_qty``; it was never shown, so ITCH says nothing).  A day limit
+  order rests with what is left (ITCH 'A' with a new engine-assigned order reference number,
+  sequential from 1).
+* Replace keeps priority only when the price is unchanged and the size does not increase
+  (ITCH 'X' for the shares removed; nothing when the size is unchanged; only the user ref
+  changes); otherwise the order loses priority: ITCH 'U' (new order ref) and it joins the back
+  of its (new) level, or, when the new price crosses the opposite side, ITCH 'D' and the order
+  is matched as a new day limit order (fills, then 'A' for what rests).  Quantity 0 = cancel.
+* ITCH output per event: resting order executed -> 'E' (order ref, shares, match number; one
+  match number per fill, sequential from 1); order rests -> 'A'; partial cancel -> 'X'; order
+  gone by cancel -> 'D'; replace -> 'U' (or 'X' / 'D' as above).  The aggressor of a trade is
+  not shown: as on NASDAQ, the 'E' messages of the orders it hit are the trade prints (a 'P'
+  for the aggressor as well would print every trade twice; 'P' is for non-displayed orders,
+  which this engine does not have).  Timestamps are ``meta[M_CLOCK]`` (ns since midnight), set
+  by the caller (``set_clock``) once per batch: no clock read per message.
+
+Status, overload and bad input (decided, counted, never a crash)
+-------------------------------------------------------------------
+``meta[M_STATUS]`` holds the last message's status, ``counters`` the totals (``COUNTER_NAMES``):
+ST_OK; rejections (nothing changes, no output): ST_UNKNOWN_TYPE, ST_TRUNCATED (fewer bytes
+than the type's length), ST_BAD_FIELD (side, tif, type, quantity 0 on entry, price 0 or >
+2**32-1 on a limit, locate out of range), ST_DUP_REF (user ref already open), ST_UNKNOWN_REF
+(cancel/replace of a user ref not open), ST_FULL (a replace that would need a new level on a
+side that has ``max_levels``).  A remainder that cannot rest because the order table or the
+side's levels are full is cancelled and counted (``rest_refused``; status ST_REST_REFUSED).
+``out`` must have ``MIN_ROOM`` bytes free at ``out_off``: otherwise nothing is applied and -1 is
+returned (flush and call again).  Matching stops when fewer than ``FILL_ROOM`` bytes remain
+(the remainder is cancelled, ``out_cut``, status ST_OUT_CUT): size ``out`` for the deepest
+sweep you accept (``MIN_ROOM + 33 * fills``).
+
+Layout (``EngineArrays``): ``orders`` (max_orders, 8) int64 [R_OREF, R_UREF, R_LOCATE, R_SIDE,
+R_PRICE, R_QTY, R_PREV, R_NEXT] (one cache line per order); ``ht`` user ref -> order slot
+(engine/book.py's open-addressing table); ``free`` stack of slots; per book side ``bs = 2 *
+locate + side`` the levels sorted ascending by key (price for bids, -price for asks: best
+last, as in engine/book.py, so a sweep pops levels off the end) in ``lv_key``, ``lv_qty``,
+``lv_count``, ``lv_head``, ``lv_tail``; ``nlev``; ``symbols`` (ITCH stock words per locate);
+``counters``; ``meta``.  Single writer (one thread per engine); nothing here allocates.
+"""
+from __future__ import annotations
+
+import struct
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from engine.book import ht_find, ht_geometry, ht_insert, ht_new, ht_remove, level_search
+from parsers import itch as I
+from parsers.itch import be8, be16, be32, be64, put16
+
+# --- order entry: the layout table --------------------------------------------------------
+# type -> (name, length, [(field, offset, size, kind, meaning)])
+ENTRY_MESSAGES = {
+    "O": ("enter_order", 22, [
+        ("msg_type", 0, 1, "alpha", "'O'"),
+        ("user_ref", 1, 4, "u4", "client order id"),
+        ("side", 5, 1, "alpha", "B / S"),
+        ("quantity", 6, 4, "u4", "shares"),
+        ("locate", 10, 2, "u2", "stock locate"),
+        ("price", 12, 8, "u8", "limit price, 4 implied decimals"),
+        ("tif", 20, 1, "alpha", "0 day / 3 IOC"),
+        ("ord_type", 21, 1, "alpha", "L limit / M market"),
+    ]),
+    "U": ("replace_order", 21, [
+        ("msg_type", 0, 1, "alpha", "'U'"),
+        ("orig_user_ref", 1, 4, "u4", "user ref of the open order"),
+        ("user_ref", 5, 4, "u4", "new user ref"),
+        ("quantity", 9, 4, "u4", "new open size (0 cancels)"),
+        ("price", 13, 8, "u8", "new limit price"),
+    ]),
+    "X": ("cancel_order", 9, [
+        ("msg_type", 0, 1, "alpha", "'X'"),
+        ("user_ref", 1, 4, "u4", "user ref of the open order"),
+        ("quantity", 5, 4, "u4", "new open size (0 deletes)"),
+    ]),
+}
+EO_USER_REF, EO_SIDE, EO_QTY, EO_LOCATE, EO_PRICE, EO_TIF, EO_TYPE, EO_LEN = 1, 5, 6, 10, 12, 20, \
+    21, 22
+EU_ORIG, EU_USER_REF, EU_QTY, EU_PRICE, EU_LEN = 1, 5, 9, 13, 21
+EX_USER_REF, EX_QTY, EX_LEN = 1, 5, 9
+ENTRY_LEN = np.zeros(256, dtype=np.int64)          # type byte -> length (0: unknown)
+_STRUCT = {"u1": "B", "u2": "H", "u4": "I", "u8": "Q", "alpha": "s"}
+
+
+def _check_entry_table():
+    consts = {"O": (EO_USER_REF, EO_SIDE, EO_QTY, EO_LOCATE, EO_PRICE, EO_TIF, EO_TYPE),
+              "U": (EU_ORIG, EU_USER_REF, EU_QTY, EU_PRICE), "X": (EX_USER_REF, EX_QTY)}
+    lens = {"O": EO_LEN, "U": EU_LEN, "X": EX_LEN}
+    for t, (_, n, fields) in ENTRY_MESSAGES.items():
+        pos = 0
+        for _f, off, size, _k, _m in fields:
+            assert off == pos, (t, _f)
+            pos += size
+        assert pos == n == lens[t], t
+        assert tuple(f[1] for f in fields[1:]) == consts[t], t
+        ENTRY_LEN[ord(t)] = n
+
+
+_check_entry_table()
+ENTRY_LEN.setflags(write=False)
+
+SIDE_BUY, SIDE_SELL = 0, 1
+TIF_DAY, TIF_IOC = ord("0"), ord("3")
+TYPE_LIMIT, TYPE_MARKET = ord("L"), ord("M")
+MAX_PRICE = (1 << 32) - 1
+
+
+def _pack(t: str, values: dict) -> bytes:
+    _, n, fields = ENTRY_MESSAGES[t]
+    out = bytearray(n)
+    out[0] = ord(t)
+    for f, off, size, kind, _ in fields[1:]:
+        v = values[f]
+        if kind == "alpha":
+            out[off:off + size] = (v.encode() if isinstance(v, str) else bytes([v]) if
+                                   isinstance(v, int) else v)
+        else:
+            out[off:off + size] = int(v).to_bytes(size, "big")
+    return bytes(out)
+
+
+def enter_order(user_ref, side, quantity, locate, price, tif="0", ord_type="L") -> bytes:
+    """Python encoder of an 'O' message (side 'B'/'S', tif '0'/'3', ord_type 'L'/'M')."""
+    return _pack("O", dict(user_ref=user_ref, side=side, quantity=quantity, locate=locate,
+                           price=price, tif=tif, ord_type=ord_type))
+
+
+def replace_order(orig_user_ref, user_ref, quantity, price) -> bytes:
+    return _pack("U", dict(orig_user_ref=orig_user_ref, user_ref=user_ref, quantity=quantity,
+                           price=price))
+
+
+def cancel_order(user_ref, quantity=0) -> bytes:
+    return _pack("X", dict(user_ref=user_ref, quantity=quantity))
+
+
+@njit(cache=True, nogil=True)
+def put_enter(buf, off, user_ref, side, quantity, locate, price, tif, ord_type):
+    """@njit encoder of an 'O' message (side, tif, ord_type as their bytes); -> off + 22."""
+    buf[off] = 79
+    I.put32(buf, off + EO_USER_REF, user_ref)
+    buf[off + EO_SIDE] = side
+    I.put32(buf, off + EO_QTY, quantity)
+    I.put16(buf, off + EO_LOCATE, locate)
+    I.put64(buf, off + EO_PRICE, price)
+    buf[off + EO_TIF] = tif
+    buf[off + EO_TYPE] = ord_type
+    return off + EO_LEN
+
+
+@njit(cache=True, nogil=True)
+def put_replace(buf, off, orig_user_ref, user_ref, quantity, price):
+    buf[off] = 85
+    I.put32(buf, off + EU_ORIG, orig_user_ref)
+    I.put32(buf, off + EU_USER_REF, user_ref)
+    I.put32(buf, off + EU_QTY, quantity)
+    I.put64(buf, off + EU_PRICE, price)
+    return off + EU_LEN
+
+
+@njit(cache=True, nogil=True)
+def put_cancel(buf, off, user_ref, quantity):
+    buf[off] = 88
+    I.put32(buf, off + EX_USER_REF, user_ref)
+    I.put32(buf, off + EX_QTY, quantity)
+    return off + EX_LEN
+
+
+# --- engine layout -------------------------------------------------------------------------
+R_OREF, R_UREF, R_LOCATE, R_SIDE, R_PRICE, R_QTY, R_PREV, R_NEXT = range(8)
+
+COUNTER_NAMES = (
+    "messages", "entered", "replaced", "cancel_msgs", "fills", "filled_qty", "rested",
+    "expired_qty", "deleted", "reduced", "replace_kept", "replace_moved", "replace_crossed",
+    "rej_unknown_type", "rej_truncated", "rej_bad_field", "rej_dup_ref", "rej_unknown_ref",
+    "rej_full", "rest_refused", "out_cut", "no_room", "cancel_noop",
+)
+(C_MESSAGES, C_ENTERED, C_REPLACED, C_CANCEL_MSGS, C_FILLS, C_FILLED_QTY, C_RESTED,
+ C_EXPIRED_QTY, C_DELETED, C_REDUCED, C_REPLACE_KEPT, C_REPLACE_MOVED, C_REPLACE_CROSSED,
+ C_REJ_TYPE, C_REJ_TRUNC, C_REJ_FIELD, C_REJ_DUP, C_REJ_UNKNOWN, C_REJ_FULL, C_REST_REFUSED,
+ C_OUT_CUT, C_NO_ROOM, C_CANCEL_NOOP) = range(len(COUNTER_NAMES))
+N_COUNTERS = 24
+
+META_NAMES = ("ht_mask", "ht_shift", "max_instruments", "free_top", "next_oref", "match",
+              "clock", "status", "open_orders")
+(M_HT_MASK, M_HT_SHIFT, M_MAX_INSTR, M_FREE_TOP, M_NEXT_OREF, M_MATCH, M_CLOCK, M_STATUS,
+ M_OPEN) = range(len(META_NAMES))
+N_META = 16
+
+ST_OK, ST_REST_REFUSED, ST_OUT_CUT = 0, 1, 2
+ST_UNKNOWN_TYPE, ST_TRUNCATED, ST_BAD_FIELD, ST_DUP_REF, ST_UNKNOWN_REF, ST_FULL = \
+    -1, -2, -3, -4, -5, -6
+STATUS_NAMES = {ST_OK: "ok", ST_REST_REFUSED: "rest_refused", ST_OUT_CUT: "out_cut",
+                ST_UNKNOWN_TYPE: "unknown_type", ST_TRUNCATED: "truncated",
+                ST_BAD_FIELD: "bad_field", ST_DUP_REF: "dup_ref",
+                ST_UNKNOWN_REF: "unknown_ref", ST_FULL: "full"}
+
+BLOCK_A = 2 + I.A_LEN
+BLOCK_E = 2 + I.E_LEN
+BLOCK_X = 2 + I.X_LEN
+BLOCK_D = 2 + I.D_LEN
+BLOCK_U = 2 + I.U_LEN
+FILL_ROOM = BLOCK_E + BLOCK_A          # one more fill, and the 'A' if the rest then rests
+MIN_ROOM = 128                         # any message's output apart from its fills (D+E+A)
+
+EngineArrays = namedtuple("EngineArrays", "orders ht free lv_key lv_qty lv_count lv_head "
+                                          "lv_tail nlev symbols counters meta")
+
+_K = dict(cache=True, nogil=True)
+
+
+# --- ITCH output (MoldUDP64 message blocks) -------------------------------------------------
+@njit(**_K)
+def _out_add(e, out, o, loc, oref, side, qty, price):
+    put16(out, o, I.A_LEN)
+    return I.encode_add_order(out, o + 2, loc, 0, e.meta[M_CLOCK], oref,
+                              66 if side == SIDE_BUY else 83, qty, e.symbols[loc], price)
+
+
+@njit(**_K)
+def _out_exec(e, out, o, loc, oref, qty, match):
+    put16(out, o, I.E_LEN)
+    return I.encode_order_executed(out, o + 2, loc, 0, e.meta[M_CLOCK], oref, qty, match)
+
+
+@njit(**_K)
+def _out_cancel(e, out, o, loc, oref, qty):
+    put16(out, o, I.X_LEN)
+    return I.encode_order_cancel(out, o + 2, loc, 0, e.meta[M_CLOCK], oref, qty)
+
+
+@njit(**_K)
+def _out_delete(e, out, o, loc, oref):
+    put16(out, o, I.D_LEN)
+    return I.encode_order_delete(out, o + 2, loc, 0, e.meta[M_CLOCK], oref)
+
+
+@njit(**_K)
+def _out_replace(e, out, o, loc, oref, new_oref, qty, price):
+    put16(out, o, I.U_LEN)
+    return I.encode_order_replace(out, o + 2, loc, 0, e.meta[M_CLOCK], oref, new_oref, qty,
+                                  price)
+
+
+# --- levels and queues -------------------------------------------------------------------------
+@njit(inline="always", **_K)
+def _key(side, price):
+    return price if side == SIDE_BUY else -price
+
+
+@njit(**_K)
+def _unlink(e, slot, bs, i):
+    """Take resting order ``slot`` out of level ``i`` of side ``bs`` (removing the level when it
+    empties)."""
+    p = e.orders[slot, R_PREV]
+    n = e.orders[slot, R_NEXT]
+    if p >= 0:
+        e.orders[p, R_NEXT] = n
+    else:
+        e.lv_head[bs, i] = n
+    if n >= 0:
+        e.orders[n, R_PREV] = p
+    else:
+        e.lv_tail[bs, i] = p
+    e.lv_qty[bs, i] -= e.orders[slot, R_QTY]
+    c = e.lv_count[bs, i] - 1
+    e.lv_count[bs, i] = c
+    if c == 0:
+        m = e.nlev[bs]
+        for j in range(i, m - 1):              # better levels move down (few: near the top)
+            e.lv_key[bs, j] = e.lv_key[bs, j + 1]
+            e.lv_qty[bs, j] = e.lv_qty[bs, j + 1]
+            e.lv_count[bs, j] = e.lv_count[bs, j + 1]
+            e.lv_head[bs, j] = e.lv_head[bs, j + 1]
+            e.lv_tail[bs, j] = e.lv_tail[bs, j + 1]
+        e.nlev[bs] = m - 1
+
+
+@njit(**_K)
+def _level_of(e, slot):
+    """(bs, level index) of a resting order."""
+    side = e.orders[slot, R_SIDE]
+    bs = 2 * e.orders[slot, R_LOCATE] + side
+    return bs, level_search(e.lv_key, bs, e.nlev[bs], _key(side, e.orders[slot, R_PRICE]))
+
+
+@njit(**_K)
+def _append(e, slot, bs, key, qty):
+    """Append ``slot`` at the back of the level ``key`` of side ``bs`` (creating the level);
+    False when that needs a new level and the side is full."""
+    n = e.nlev[bs]
+    i = level_search(e.lv_key, bs, n, key)
+    if i < n and e.lv_key[bs, i] == key:       # fast path: the level exists
+        t = e.lv_tail[bs, i]
+        e.orders[t, R_NEXT] = slot
+        e.orders[slot, R_PREV] = t
+        e.orders[slot, R_NEXT] = -1
+        e.lv_tail[bs, i] = slot
+        e.lv_qty[bs, i] += qty
+        e.lv_count[bs, i] += 1
+        return True
+    if n == e.lv_key.shape[1]:
+        return False
+    for j in range(n, i, -1):
+        e.lv_key[bs, j] = e.lv_key[bs, j - 1]
+        e.lv_qty[bs, j] = e.lv_qty[bs, j - 1]
+        e.lv_count[bs, j] = e.lv_count[bs, j - 1]
+        e.lv_head[bs, j] = e.lv_head[bs, j - 1]
+        e.lv_tail[bs, j] = e.lv_tail[bs, j - 1]
+    e.nlev[bs] = n + 1
+    e.lv_key[bs, i] = key
+    e.lv_qty[bs, i] = qty
+    e.lv_count[bs, i] = 1
+    e.lv_head[bs, i] = slot
+    e.lv_tail[bs, i] = slot
+    e.orders[slot, R_PREV] = -1
+    e.orders[slot, R_NEXT] = -1
+    return True
+
+
+@njit(**_K)
+def _free_slot(e, slot):
+    top = e.meta[M_FREE_TOP]
+    e.free[top] = slot
+    e.meta[M_FREE_TOP] = top + 1
+    e.meta[M_OPEN] -= 1
+
+
+@njit(**_K)
+def _rest(e, out, o, loc, side, uref, qty, price):
+    """Rest ``qty`` of a day limit order: a slot, its level, its user ref, ITCH 'A'.
+    Returns the new output offset, or -1 - o when it cannot rest (tables full)."""
+    top = e.meta[M_FREE_TOP]
+    if top == 0:
+        return -1 - o
+    slot = e.free[top - 1]
+    if not _append(e, slot, 2 * loc + side, _key(side, price), qty):
+        return -1 - o
+    e.meta[M_FREE_TOP] = top - 1
+    e.meta[M_OPEN] += 1
+    oref = e.meta[M_NEXT_OREF]
+    e.meta[M_NEXT_OREF] = oref + 1
+    e.orders[slot, R_OREF] = oref
+    e.orders[slot, R_UREF] = uref
+    e.orders[slot, R_LOCATE] = loc
+    e.orders[slot, R_SIDE] = side
+    e.orders[slot, R_PRICE] = price
+    e.orders[slot, R_QTY] = qty
+    ht_insert(e.ht, e.meta[M_HT_MASK], e.meta[M_HT_SHIFT], uref, slot)
+    e.counters[C_RESTED] += 1
+    return _out_add(e, out, o, loc, oref, side, qty, price)
+
+
+@njit(**_K)
+def _match(e, out, o, loc, side, qty, limit, is_market):
+    """Trade ``qty`` of an aggressor on ``side`` against the opposite side of ``loc`` while its
+    best price is within ``limit`` (any price for a market order).  Returns (output offset,
+    quantity left, cut): ``cut`` when matching stopped for lack of output room."""
+    bs = 2 * loc + (1 - side)
+    end = out.shape[0]
+    mask = e.meta[M_HT_MASK]
+    shift = e.meta[M_HT_SHIFT]
+    while qty > 0:
+        n = e.nlev[bs]
+        if n == 0:
+            break
+        i = n - 1
+        key = e.lv_key[bs, i]
+        if not is_market:
+            # opposite bids hold key = price, asks key = -price
+            if side == SIDE_BUY and -key > limit:
+                break
+            if side == SIDE_SELL and key < limit:
+                break
+        slot = e.lv_head[bs, i]
+        lqty = e.lv_qty[bs, i]
+        lcount = e.lv_count[bs, i]
+        while qty > 0 and slot >= 0:
+            if end - o < FILL_ROOM:
+                e.lv_head[bs, i] = slot
+                e.orders[slot, R_PREV] = -1
+                e.lv_qty[bs, i] = lqty
+                e.lv_count[bs, i] = lcount
+                return o, qty, True
+            rq = e.orders[slot, R_QTY]
+            q = qty if qty < rq else rq
+            m = e.meta[M_MATCH] + 1
+            e.meta[M_MATCH] = m
+            o = _out_exec(e, out, o, loc, e.orders[slot, R_OREF], q, m)
+            e.counters[C_FILLS] += 1
+            e.counters[C_FILLED_QTY] += q
+            qty -= q
+            lqty -= q
+            if q == rq:                          # the resting order is done
+                nxt = e.orders[slot, R_NEXT]
+                ht_remove(e.ht, mask, shift, e.orders[slot, R_UREF])
+                _free_slot(e, slot)
+                lcount -= 1
+                slot = nxt
+            else:
+                e.orders[slot, R_QTY] = rq - q
+        if slot < 0:                             # the level is used up: it is the last one
+            e.nlev[bs] = i
+        else:
+            e.lv_head[bs, i] = slot
+            e.orders[slot, R_PREV] = -1
+            e.lv_qty[bs, i] = lqty
+            e.lv_count[bs, i] = lcount
+    return o, qty, False
+
+
+@njit(**_K)
+def _aggress(e, out, o, loc, side, uref, qty, price, tif, is_market):
+    """A new order (or a crossing replace): match, then rest or expire what is left."""
+    o, left, cut = _match(e, out, o, loc, side, qty, price, is_market)
+    if left == 0:
+        return o, ST_OK
+    if cut:
+        e.counters[C_OUT_CUT] += 1
+        return o, ST_OUT_CUT
+    if is_market or tif == TIF_IOC:
+        e.counters[C_EXPIRED_QTY] += left
+        return o, ST_OK
+    r = _rest(e, out, o, loc, side, uref, left, price)
+    if r < 0:
+        e.counters[C_REST_REFUSED] += 1
+        return -1 - r, ST_REST_REFUSED
+    return r, ST_OK
+
+
+@njit(**_K)
+def _enter(e, buf, off, out, o):
+    uref = be32(buf, off + EO_USER_REF)
+    s = be8(buf, off + EO_SIDE)
+    qty = be32(buf, off + EO_QTY)
+    loc = be16(buf, off + EO_LOCATE)
+    price = be64(buf, off + EO_PRICE)
+    tif = be8(buf, off + EO_TIF)
+    typ = be8(buf, off + EO_TYPE)
+    side = 0 if s == 66 else (1 if s == 83 else -1)
+    is_market = typ == TYPE_MARKET
+    if (side < 0 or qty == 0 or loc < 1 or loc > e.meta[M_MAX_INSTR]
+            or (tif != TIF_DAY and tif != TIF_IOC)
+            or (not is_market and (typ != TYPE_LIMIT or price <= 0 or price > MAX_PRICE))):
+        e.counters[C_REJ_FIELD] += 1
+        return o, ST_BAD_FIELD
+    if ht_find(e.ht, e.meta[M_HT_MASK], e.meta[M_HT_SHIFT], uref) >= 0:
+        e.counters[C_REJ_DUP] += 1
+        return o, ST_DUP_REF
+    e.counters[C_ENTERED] += 1
+    return _aggress(e, out, o, loc, side, uref, qty, price, tif, is_market)
+
+
+@njit(**_K)
+def _delete(e, out, o, slot):
+    bs, i = _level_of(e, slot)
+    _unlink(e, slot, bs, i)
+    o = _out_delete(e, out, o, e.orders[slot, R_LOCATE], e.orders[slot, R_OREF])
+    ht_remove(e.ht, e.meta[M_HT_MASK], e.meta[M_HT_SHIFT], e.orders[slot, R_UREF])
+    _free_slot(e, slot)
+    e.counters[C_DELETED] += 1
+    return o
+
+
+@njit(**_K)
+def _reduce(e, out, o, slot, new_qty):
+    """Partial cancel in place (keeps priority): ITCH 'X'."""
+    bs, i = _level_of(e, slot)
+    d = e.orders[slot, R_QTY] - new_qty
+    e.orders[slot, R_QTY] = new_qty
+    e.lv_qty[bs, i] -= d
+    e.counters[C_REDUCED] += 1
+    return _out_cancel(e, out, o, e.orders[slot, R_LOCATE], e.orders[slot, R_OREF], d)
+
+
+@njit(**_K)
+def _cancel(e, buf, off, out, o):
+    uref = be32(buf, off + EX_USER_REF)
+    qty = be32(buf, off + EX_QTY)
+    slot = ht_find(e.ht, e.meta[M_HT_MASK], e.meta[M_HT_SHIFT], uref)
+    if slot < 0:
+        e.counters[C_REJ_UNKNOWN] += 1
+        return o, ST_UNKNOWN_REF
+    e.counters[C_CANCEL_MSGS] += 1
+    if qty == 0:
+        return _delete(e, out, o, slot), ST_OK
+    if qty < e.orders[slot, R_QTY]:
+        return _reduce(e, out, o, slot, qty), ST_OK
+    e.counters[C_CANCEL_NOOP] += 1
+    return o, ST_OK
+
+
+@njit(**_K)
+def _replace(e, buf, off, out, o):
+    old = be32(buf, off + EU_ORIG)
+    uref = be32(buf, off + EU_USER_REF)
+    qty = be32(buf, off + EU_QTY)
+    price = be64(buf, off + EU_PRICE)
+    mask = e.meta[M_HT_MASK]
+    shift = e.meta[M_HT_SHIFT]
+    slot = ht_find(e.ht, mask, shift, old)
+    if slot < 0:
+        e.counters[C_REJ_UNKNOWN] += 1
+        return o, ST_UNKNOWN_REF
+    if price <= 0 or price > MAX_PRICE:
+        e.counters[C_REJ_FIELD] += 1
+        return o, ST_BAD_FIELD
+    if uref != old and ht_find(e.ht, mask, shift, uref) >= 0:
+        e.counters[C_REJ_DUP] += 1
+        return o, ST_DUP_REF
+    if qty == 0:                                   # replace to nothing: a cancel
+        e.counters[C_REPLACED] += 1
+        return _delete(e, out, o, slot), ST_OK
+    loc = e.orders[slot, R_LOCATE]
+    side = e.orders[slot, R_SIDE]
+    cur = e.orders[slot, R_QTY]
+    if price == e.orders[slot, R_PRICE] and qty <= cur:
+        # keeps its priority: only the size (and the user ref) change
+        e.counters[C_REPLACED] += 1
+        e.counters[C_REPLACE_KEPT] += 1
+        if uref != old:
+            ht_remove(e.ht, mask, shift, old)
+            ht_insert(e.ht, mask, shift, uref, slot)
+            e.orders[slot, R_UREF] = uref
+        if qty < cur:
+            o = _reduce(e, out, o, slot, qty)
+        return o, ST_OK
+    # loses priority.  Crossing the opposite side: delete, then trade as a new order.
+    obs = 2 * loc + (1 - side)
+    n = e.nlev[obs]
+    if n > 0:
+        best = e.lv_key[obs, n - 1]                # bids: price, asks: -price
+        if (side == SIDE_BUY and price >= -best) or (side == SIDE_SELL and price <= best):
+            e.counters[C_REPLACED] += 1
+            e.counters[C_REPLACE_CROSSED] += 1
+            o = _delete(e, out, o, slot)
+            e.counters[C_DELETED] -= 1             # counted as a replace, not a cancel
+            return _aggress(e, out, o, loc, side, uref, qty, price, TIF_DAY, False)
+    bs, i = _level_of(e, slot)
+    key = _key(side, price)
+    if e.nlev[bs] == e.lv_key.shape[1]:
+        # a full side: only possible if the target level exists (the order's own level
+        # may empty, but deciding that first keeps the rule simple)
+        j = level_search(e.lv_key, bs, e.nlev[bs], key)
+        if j >= e.nlev[bs] or e.lv_key[bs, j] != key:
+            e.counters[C_REJ_FULL] += 1
+            return o, ST_FULL
+    _unlink(e, slot, bs, i)
+    e.orders[slot, R_QTY] = qty
+    e.orders[slot, R_PRICE] = price
+    _append(e, slot, bs, key, qty)
+    if uref != old:
+        ht_remove(e.ht, mask, shift, old)
+        ht_insert(e.ht, mask, shift, uref, slot)
+        e.orders[slot, R_UREF] = uref
+    oref = e.orders[slot, R_OREF]
+    new_oref = e.meta[M_NEXT_OREF]
+    e.meta[M_NEXT_OREF] = new_oref + 1
+    e.orders[slot, R_OREF] = new_oref
+    e.counters[C_REPLACED] += 1
+    e.counters[C_REPLACE_MOVED] += 1
+    return _out_replace(e, out, o, loc, oref, new_oref, qty, price), ST_OK
+
+
+@njit(**_K)
+def process_entry(e, buf, off, end, out, out_off):
+    """Apply the order-entry message at ``buf[off:end]`` and append its ITCH 5.0 output to
+    ``out`` at ``out_off`` (MoldUDP64 message blocks).  Returns the new output offset; -1 when
+    ``out`` has fewer than ``MIN_ROOM`` bytes free (nothing applied).  The message's status is
+    left in ``e.meta[M_STATUS]`` (see module doc)."""
+    if out.shape[0] - out_off < MIN_ROOM:
+        e.counters[C_NO_ROOM] += 1
+        return -1
+    e.counters[C_MESSAGES] += 1
+    if end - off < 1:
+        e.counters[C_REJ_TRUNC] += 1
+        e.meta[M_STATUS] = ST_TRUNCATED
+        return out_off
+    t = buf[off]
+    n = ENTRY_LEN[t]
+    if n == 0:
+        e.counters[C_REJ_TYPE] += 1
+        e.meta[M_STATUS] = ST_UNKNOWN_TYPE
+        return out_off
+    if end - off < n:
+        e.counters[C_REJ_TRUNC] += 1
+        e.meta[M_STATUS] = ST_TRUNCATED
+        return out_off
+    if t == 79:                                    # 'O': the most common first
+        o, st = _enter(e, buf, off, out, out_off)
+    elif t == 88:                                  # 'X'
+        o, st = _cancel(e, buf, off, out, out_off)
+    else:                                          # 'U'
+        o, st = _replace(e, buf, off, out, out_off)
+    e.meta[M_STATUS] = st
+    return o
+
+
+@njit(**_K)
+def process_stream(e, buf, off, end, out, out_off):
+    """Back-to-back order-entry messages from ``buf[off:end]`` (each type has its fixed
+    length) until the input ends or ``out`` lacks ``MIN_ROOM``; an unknown type stops the walk
+    (its length is unknown).  Returns (input offset reached, output offset)."""
+    while off < end:
+        n = ENTRY_LEN[buf[off]]
+        if n == 0:
+            e.counters[C_MESSAGES] += 1
+            e.counters[C_REJ_TYPE] += 1
+            e.meta[M_STATUS] = ST_UNKNOWN_TYPE
+            break
+        o = process_entry(e, buf, off, end, out, out_off)
+        if o < 0:
+            break
+        out_off = o
+        off += n
+    return off, out_off
+
+
+@njit(**_K)
+def set_clock(e, ns_since_midnight):
+    e.meta[M_CLOCK] = ns_since_midnight
+
+
+@njit(**_K)
+def best(e, locate, side):
+    """(price, shares, orders) of the best level of one side; (0, 0, 0) when empty."""
+    bs = 2 * locate + side
+    n = e.nlev[bs]
+    if n == 0:
+        return np.int64(0), np.int64(0), np.int64(0)
+    k = e.lv_key[bs, n - 1]
+    return (k if side == SIDE_BUY else -k), e.lv_qty[bs, n - 1], e.lv_count[bs, n - 1]
+
+
+# --- setup ---------------------------------------------------------------------------------
+def default_symbol(locate: int) -> str:
+    return f"S{locate:05d}"
+
+
+class MatchingEngine:
+    """Allocates the engine's arrays: ``max_instruments`` books (locates 1..max_instruments),
+    at most ``max_orders`` resting orders and ``max_levels`` price levels per side.  ``symbols``
+    maps a locate to its ITCH stock symbol (default ``S00001`` ...).  Setup only: the kernels
+    take ``self.arrays``."""
+
+    def __init__(self, max_instruments: int, max_orders: int, max_levels: int = 256,
+                 symbols: dict[int, str] | None = None):
+        if max_instruments < 1 or max_orders < 1 or max_levels < 1 or max_instruments > 65535:
+            raise ValueError("MatchingEngine: max_instruments in 1..65535, max_orders and "
+                             "max_levels >= 1")
+        cap, shift = ht_geometry(max_orders)
+        sides = 2 * (max_instruments + 1)
+        syms = np.zeros(max_instruments + 1, dtype=np.int64)
+        for loc in range(1, max_instruments + 1):
+            name = (symbols or {}).get(loc) or default_symbol(loc)
+            syms[loc] = I.symbol(name)
+        meta = np.zeros(N_META, dtype=np.int64)
+        meta[M_HT_MASK] = cap - 1
+        meta[M_HT_SHIFT] = shift
+        meta[M_MAX_INSTR] = max_instruments
+        meta[M_FREE_TOP] = max_orders
+        meta[M_NEXT_OREF] = 1
+        orders = np.zeros((max_orders, 8), dtype=np.int64)
+        shape = (sides, max_levels)
+        self.max_instruments = max_instruments
+        self.max_orders = max_orders
+        self.max_levels = max_levels
+        self.arrays = EngineArrays(
+            orders=orders, ht=ht_new(cap),
+            free=np.arange(max_orders - 1, -1, -1, dtype=np.int64),
+            lv_key=np.zeros(shape, np.int64), lv_qty=np.zeros(shape, np.int64),
+            lv_count=np.zeros(shape, np.int64), lv_head=np.full(shape, -1, np.int64),
+            lv_tail=np.full(shape, -1, np.int64), nlev=np.zeros(sides, np.int64),
+            symbols=syms, counters=np.zeros(N_COUNTERS, np.int64), meta=meta)
+
+    def counters(self) -> dict[str, int]:
+        c = self.arrays.counters
+        return {name: int(c[i]) for i, name in enumerate(COUNTER_NAMES)}
+
+    @property
+    def status(self) -> int:
+        return int(self.arrays.meta[M_STATUS])
+
+    @property
+    def open_orders(self) -> int:
+        return int(self.arrays.meta[M_OPEN])
+
+    def set_clock(self, ns_since_midnight: int) -> None:
+        self.arrays.meta[M_CLOCK] = ns_since_midnight
+
+    def book(self, locate: int, side: int) -> list[list[tuple[int, int, int]]]:
+        """One side's levels, best first, each a list of (itch order ref, user ref, qty) in
+        time priority (Python lists: for tests and tools)."""
+        a = self.arrays
+        bs = 2 * locate + side
+        levels = []
+        for i in range(int(a.nlev[bs]) - 1, -1, -1):
+            q = []
+            s = int(a.lv_head[bs, i])
+            while s >= 0:
+                q.append((int(a.orders[s, R_OREF]), int(a.orders[s, R_UREF]),
+                          int(a.orders[s, R_QTY])))
+                s = int(a.orders[s, R_NEXT])
+            k = int(a.lv_key[bs, i])
+            levels.append((k if side == SIDE_BUY else -k, q))
+        return levels
+
+    def process(self, msg: bytes, out: np.ndarray | None = None) -> bytes:
+        """Python convenience: one message in, its ITCH output blocks out (as bytes)."""
+        if out is None:
+            out = np.zeros(1 << 16, dtype=np.uint8)
+        buf = np.frombuffer(msg, dtype=np.uint8)
+        n = process_entry(self.arrays, buf, 0, buf.shape[0], out, 0)
+        if n < 0:
+            raise ValueError("output buffer too small")
+        return out[:n].tobytes()
+
+
+def blocks(data: bytes):
+    """Split MoldUDP64 message blocks (u16 length + message) into a list of messages."""
+    out, i = [], 0
+    while i + 2 <= len(data):
+        (n,) = struct.unpack_from(">H", data, i)
+        out.append(data[i + 2:i + 2 + n])
+        i += 2 + n
+    return out
+
+
+__all__ = [
+    "MatchingEngine", "EngineArrays", "process_entry", "process_stream", "set_clock", "best",
+    "enter_order", "replace_order", "cancel_order", "put_enter", "put_replace", "put_cancel",
+    "ENTRY_MESSAGES", "ENTRY_LEN", "COUNTER_NAMES", "STATUS_NAMES", "MIN_ROOM", "FILL_ROOM",
+    "blocks",
+]
