@@ -19,6 +19,10 @@ kernel                                                     ITCH message
 ``depth(b, locate, side, k, out)``                         top-k levels into ``out[k, 3]``
                                                               (price, shares, orders) -> n
 ``level_count(b, locate, side)``                           levels on that side
+``apply_itch(b, buf, off, end)``                           one ITCH message's bytes -> the
+                                                              kernel above that it calls
+``apply_itch_blocks(b, buf, off, end)``                    MoldUDP64 message blocks (u16
+                                                              length + message) -> off reached
 =========================================================  ===================================
 
 ``side`` is 0 / 1 or the ITCH byte ``'B'`` / ``'S'`` (66 / 83).  Prices are the ITCH Price(4)
@@ -66,10 +70,11 @@ Status (return value of every update kernel)
 --------------------------------------------
 ``>= 0`` applied: ST_OK; ST_REMOVED (execute/cancel took the order to 0, it is gone);
 ST_HIDDEN (add/replace: tracked, but its price is not on a visible level, see below);
-ST_CLAMPED (execute/cancel of more shares than remain: clamped to what remains, order removed).
+ST_CLAMPED (execute/cancel of more shares than remain: clamped to what remains, order removed);
+ST_IGNORED (``apply_itch``: a message type that does not change a book).
 ``< 0`` refused, nothing changed: ST_UNKNOWN_REF, ST_DUP_REF (add/replace to a ref already
 open), ST_ORDERS_FULL, ST_BAD_LOCATE (outside 1..max_instruments), ST_BAD_ARG (side not
-0/1/'B'/'S', shares <= 0).
+0/1/'B'/'S', shares <= 0), ST_BAD_MESSAGE (``apply_itch``: unknown type or short message).
 
 Overload and bad input: decided, counted, never a crash and never silent corruption
 ----------------------------------------------------------------------------------
@@ -101,6 +106,9 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from parsers import itch as I
+from parsers.itch import be8, be16, be32, be64
+
 # --- layout constants (one table each; the code uses only these names) ----------------------
 ORDER_FIELDS = ("O_REF", "O_LOCATE", "O_SIDE", "O_PRICE", "O_SHARES", "O_BIRTH")
 O_REF, O_LOCATE, O_SIDE, O_PRICE, O_SHARES, O_BIRTH = range(len(ORDER_FIELDS))
@@ -111,11 +119,13 @@ COUNTER_NAMES = (
     "executed_shares", "cancelled_shares",
     "unknown_ref", "dup_ref", "orders_full", "bad_locate", "bad_arg",
     "over_exec", "level_evicted", "hidden_add",
+    "itch_ignored", "itch_bad",                               # apply_itch: not book / broken
 )
 (C_ADD, C_EXECUTE, C_CANCEL, C_DELETE, C_REPLACE, C_EXEC_SHARES, C_CANCEL_SHARES,
  C_UNKNOWN_REF, C_DUP_REF, C_ORDERS_FULL, C_BAD_LOCATE, C_BAD_ARG,
- C_OVER_EXEC, C_LEVEL_EVICTED, C_HIDDEN_ADD) = range(len(COUNTER_NAMES))
-N_COUNTERS = 16
+ C_OVER_EXEC, C_LEVEL_EVICTED, C_HIDDEN_ADD, C_ITCH_IGNORED, C_ITCH_BAD) = \
+    range(len(COUNTER_NAMES))
+N_COUNTERS = 24
 
 META_NAMES = ("ht_mask", "ht_shift", "max_orders", "max_levels", "max_instruments",
               "free_top", "birth", "open_orders")
@@ -123,12 +133,13 @@ M_HT_MASK, M_HT_SHIFT, M_MAX_ORDERS, M_MAX_LEVELS, M_MAX_INSTR, M_FREE_TOP, M_BI
     M_OPEN = range(len(META_NAMES))
 N_META = 8
 
-ST_OK, ST_REMOVED, ST_HIDDEN, ST_CLAMPED = 0, 1, 2, 3
-ST_UNKNOWN_REF, ST_DUP_REF, ST_ORDERS_FULL, ST_BAD_LOCATE, ST_BAD_ARG = -1, -2, -3, -4, -5
+ST_OK, ST_REMOVED, ST_HIDDEN, ST_CLAMPED, ST_IGNORED = 0, 1, 2, 3, 4
+ST_UNKNOWN_REF, ST_DUP_REF, ST_ORDERS_FULL, ST_BAD_LOCATE, ST_BAD_ARG, ST_BAD_MESSAGE = \
+    -1, -2, -3, -4, -5, -6
 STATUS_NAMES = {ST_OK: "ok", ST_REMOVED: "removed", ST_HIDDEN: "hidden", ST_CLAMPED: "clamped",
-                ST_UNKNOWN_REF: "unknown_ref", ST_DUP_REF: "dup_ref",
+                ST_IGNORED: "ignored", ST_UNKNOWN_REF: "unknown_ref", ST_DUP_REF: "dup_ref",
                 ST_ORDERS_FULL: "orders_full", ST_BAD_LOCATE: "bad_locate",
-                ST_BAD_ARG: "bad_arg"}
+                ST_BAD_ARG: "bad_arg", ST_BAD_MESSAGE: "bad_message"}
 
 SIDE_BID, SIDE_ASK = 0, 1
 TOP_SCAN = 8                         # levels scanned linearly from the top before bisecting
@@ -531,6 +542,74 @@ def order_shares(b, order_ref):
     return b.orders[o, O_SHARES] if o >= 0 else np.int64(-1)
 
 
+# --- ITCH 5.0 glue: message bytes -> kernels -------------------------------------------------
+@njit(**_K)
+def apply_itch(b, buf, off, end):
+    """Apply the ITCH 5.0 message at ``buf[off:end]`` (no length prefix) to the books: A/F add,
+    E/C execute, X cancel, D delete, U replace, each field read straight from the bytes with
+    ``parsers.itch``'s offsets.  Returns the kernel's status; ST_IGNORED (counted,
+    ``itch_ignored``) for the types that do not change a book (S R H Y L V W K J h P Q B I N
+    O: a 'P' trade is a non-displayed order's, a 'B' break does not restore shares);
+    ST_BAD_MESSAGE (``itch_bad``) for an unknown type or fewer bytes than the type's length."""
+    if end - off < 1:
+        b.counters[C_ITCH_BAD] += 1
+        return ST_BAD_MESSAGE
+    t = buf[off]
+    n = I.MSG_LEN[t]
+    if n == 0 or end - off < n:
+        b.counters[C_ITCH_BAD] += 1
+        return ST_BAD_MESSAGE
+    return _apply(b, buf, off, t)
+
+
+@njit(**_K)
+def _apply(b, buf, off, t):
+    # the order flow in the order of its frequency in a real day (D and A lead, then U, E, X)
+    if t == I.MSG_ORDER_DELETE:
+        return book_delete(b, be64(buf, off + I.D_ORDER_REF))
+    if t == I.MSG_ADD_ORDER:
+        return book_add(b, be16(buf, off + I.LOCATE), be64(buf, off + I.A_ORDER_REF),
+                        be8(buf, off + I.A_SIDE), be32(buf, off + I.A_SHARES),
+                        be32(buf, off + I.A_PRICE))
+    if t == I.MSG_ORDER_REPLACE:
+        return book_replace(b, be64(buf, off + I.U_ORDER_REF), be64(buf, off + I.U_NEW_ORDER_REF),
+                            be32(buf, off + I.U_SHARES), be32(buf, off + I.U_PRICE))
+    if t == I.MSG_ORDER_EXECUTED:
+        return book_execute(b, be64(buf, off + I.E_ORDER_REF),
+                            be32(buf, off + I.E_EXECUTED_SHARES))
+    if t == I.MSG_ORDER_CANCEL:
+        return book_cancel(b, be64(buf, off + I.X_ORDER_REF),
+                           be32(buf, off + I.X_CANCELED_SHARES))
+    if t == I.MSG_ADD_ORDER_MPID:
+        return book_add(b, be16(buf, off + I.LOCATE), be64(buf, off + I.F_ORDER_REF),
+                        be8(buf, off + I.F_SIDE), be32(buf, off + I.F_SHARES),
+                        be32(buf, off + I.F_PRICE))
+    if t == I.MSG_ORDER_EXECUTED_PRICE:
+        return book_execute(b, be64(buf, off + I.C_ORDER_REF),
+                            be32(buf, off + I.C_EXECUTED_SHARES))
+    b.counters[C_ITCH_IGNORED] += 1
+    return ST_IGNORED
+
+
+@njit(**_K)
+def apply_itch_blocks(b, buf, off, end):
+    """Apply a run of MoldUDP64 message blocks (u16 big-endian length + ITCH message, the
+    payload of a MoldUDP64 packet after its 20-byte header, or ``engine.matching``'s output)
+    from ``buf[off:end]``.  A block whose length is not its type's length is counted
+    (``itch_bad``) and skipped, never read; a block cut by ``end`` stops the walk.  Returns
+    the offset where the walk stopped (``end`` when every block was complete)."""
+    while end - off >= 2:
+        n = be16(buf, off)
+        if end - off - 2 < n:
+            break
+        if n == 0 or I.MSG_LEN[buf[off + 2]] != n:
+            b.counters[C_ITCH_BAD] += 1
+        else:
+            _apply(b, buf, off + 2, buf[off + 2])
+        off += 2 + n
+    return off
+
+
 # --- setup -----------------------------------------------------------------------------------
 class Books:
     """Allocates the arrays of ``max_instruments`` books (locates 1..max_instruments), at most
@@ -587,9 +666,9 @@ class Books:
 
 __all__ = [
     "Books", "BookArrays", "book_add", "book_execute", "book_cancel", "book_delete",
-    "book_replace", "best_bid", "best_ask", "depth", "level_count", "order_shares",
+    "book_replace", "apply_itch", "apply_itch_blocks", "best_bid", "best_ask", "depth", "level_count", "order_shares",
     "ht_geometry", "ht_new", "ht_find", "ht_insert", "ht_remove", "level_search", "side_index",
     "COUNTER_NAMES", "STATUS_NAMES", "SIDE_BID", "SIDE_ASK",
     "ST_OK", "ST_REMOVED", "ST_HIDDEN", "ST_CLAMPED", "ST_UNKNOWN_REF", "ST_DUP_REF",
-    "ST_ORDERS_FULL", "ST_BAD_LOCATE", "ST_BAD_ARG",
+    "ST_ORDERS_FULL", "ST_BAD_LOCATE", "ST_BAD_ARG", "ST_IGNORED", "ST_BAD_MESSAGE",
 ]

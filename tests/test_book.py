@@ -24,6 +24,7 @@ import pytest
 from numba import njit
 
 from engine import book as B
+from parsers import itch as I
 from engine.book import (Books, best_ask, best_bid, book_add, book_cancel, book_delete,
                          book_execute, book_replace, depth, level_count, order_shares)
 
@@ -350,13 +351,17 @@ N_OPS = int(os.environ.get("HUGERING_BOOK_OPS", 1_000_000))
 
 def cached_generate(n_ops, n_instr, seed):
     """``generate`` is plain Python (~10-20 us a message): its result is kept in the temporary
-    directory under a hash of this file's source and the arguments, so a rerun of an unchanged
-    test skips it (any edit here regenerates)."""
+    directory under a hash of the generator's and the reference's source and the arguments, so
+    a rerun with them unchanged skips it."""
     import hashlib
+    import inspect
     import pickle
     import tempfile
 
-    h = hashlib.sha256(Path(__file__).read_bytes())
+    h = hashlib.sha256()
+    for obj in (NaiveBook, digest, side_digest, generate):
+        h.update(inspect.getsource(obj).encode())
+    h.update(repr((ADD, EXEC, CANCEL, DELETE, REPLACE, REC_W, B.STATUS_NAMES)).encode())
     h.update(repr((n_ops, n_instr, seed, sys.version_info[:2])).encode())
     path = Path(tempfile.gettempdir()) / f"hugering-test-book-{os.geteuid()}-{h.hexdigest()[:16]}.pkl"
     try:
@@ -600,3 +605,85 @@ def test_book_kernels_make_no_nrt_allocations():
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["small"] == r["large"], r             # nothing scales with messages
     assert r["large"][0] == r["large"][1], r       # and nothing leaks
+
+
+# --- the ITCH glue ---------------------------------------------------------------------------
+@njit(cache=True)
+def encode_ops(ops, out):
+    """The op stream as ITCH 5.0 messages in MoldUDP64 message blocks (u16 length + message),
+    written with parsers.itch's encoders."""
+    o = 0
+    for i in range(ops.shape[0]):
+        op = ops[i]
+        k = op[K_]
+        ts = 34_200_000_000_000 + i
+        if k == ADD:
+            n = I.A_LEN
+            I.put16(out, o, n)
+            I.encode_add_order(out, o + 2, op[LOC_], 0, ts, op[REF_], 66 if op[SIDE_] == 0 else 83,
+                               op[SH_], 0x2020202020202020, op[PX_])
+        elif k == EXEC:
+            n = I.E_LEN
+            I.put16(out, o, n)
+            I.encode_order_executed(out, o + 2, op[LOC_], 0, ts, op[REF_], op[SH_], i)
+        elif k == CANCEL:
+            n = I.X_LEN
+            I.put16(out, o, n)
+            I.encode_order_cancel(out, o + 2, op[LOC_], 0, ts, op[REF_], op[SH_])
+        elif k == DELETE:
+            n = I.D_LEN
+            I.put16(out, o, n)
+            I.encode_order_delete(out, o + 2, op[LOC_], 0, ts, op[REF_])
+        else:
+            n = I.U_LEN
+            I.put16(out, o, n)
+            I.encode_order_replace(out, o + 2, op[LOC_], 0, ts, op[REF_], op[REF2_], op[SH_],
+                                   op[PX_])
+        o += 2 + n
+    return o
+
+
+def test_apply_itch_blocks_equals_the_kernels_called_directly(stream):
+    ops, rec, ref_book, checkpoints = stream
+    out = np.zeros(40 * len(ops), dtype=np.uint8)
+    n = encode_ops(ops, out)
+    direct = Books(128, 1 << 16, 512)
+    run_plain(direct.arrays, ops)
+    via = Books(128, 1 << 16, 512)
+    assert B.apply_itch_blocks(via.arrays, out, 0, n) == n
+    for name, x, y in zip(B.BookArrays._fields, direct.arrays, via.arrays):
+        assert np.array_equal(x, y), name
+    assert all_levels(via, 128) == checkpoints[len(ops)]
+
+
+def test_apply_itch_one_message_and_bad_input():
+    bk, b = small()
+
+    def apply(data):
+        buf = np.frombuffer(data, dtype=np.uint8)
+        return B.apply_itch(b, buf, 0, buf.size)
+
+    assert apply(I.encode("A", locate=1, order_ref=7, side="B", shares=100, stock="X",
+                          price=5000)) == B.ST_OK
+    assert apply(I.encode("F", locate=1, order_ref=8, side="S", shares=10, stock="X",
+                          price=5100, attribution="ABCD")) == B.ST_OK
+    assert apply(I.encode("C", order_ref=7, executed_shares=30, match_number=1,
+                          printable="Y", price=4999)) == B.ST_OK
+    assert apply(I.encode("P", order_ref=0, side="B", shares=5, stock="X", price=1,
+                          match_number=2)) == B.ST_IGNORED
+    assert apply(I.encode("S", event_code="O")) == B.ST_IGNORED
+    assert best_bid(b, 1) == (5000, 70, 1) and best_ask(b, 1) == (5100, 10, 1)
+    d = I.encode("D", order_ref=8)
+    assert apply(d[:-1]) == B.ST_BAD_MESSAGE and apply(b"") == B.ST_BAD_MESSAGE
+    assert apply(b"\x00" + d[1:]) == B.ST_BAD_MESSAGE
+    assert best_ask(b, 1) == (5100, 10, 1)
+    assert apply(d) == B.ST_OK and best_ask(b, 1) == (0, 0, 0)
+    # blocks: a wrong length is skipped unread, a cut block stops the walk
+    blk = lambda m: len(m).to_bytes(2, "big") + m  # noqa: E731
+    x = I.encode("X", order_ref=7, canceled_shares=20)
+    data = blk(x[:-1] + b"\x00\x00") + blk(x[:-2]) + blk(x) + blk(d)[:5]
+    buf = np.frombuffer(data, dtype=np.uint8)
+    stop = B.apply_itch_blocks(b, buf, 0, buf.size)
+    assert stop == buf.size - 5 and best_bid(b, 1) == (5000, 50, 1)
+    c = bk.counters()
+    assert c["itch_bad"] == 5 and c["itch_ignored"] == 2 and c["cancels"] == 1

@@ -620,3 +620,21 @@ def test_matching_makes_no_nrt_allocations():
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["small"] == r["large"], r
     assert r["large"][0] == r["large"][1], r
+
+
+def test_itch_output_rebuilds_the_engine_book(stream):
+    """engine/book.py fed the engine's ITCH output holds the engine's levels, exactly."""
+    from engine.book import Books, apply_itch_blocks
+
+    msgs, _, _ = stream
+    eng = MatchingEngine(48, max_orders=1 << 16, max_levels=256)
+    out, ends, _ = run_messages(eng, msgs)
+    bk = Books(48, 1 << 16, 256)
+    buf = np.frombuffer(out, dtype=np.uint8)
+    assert apply_itch_blocks(bk.arrays, buf, 0, buf.size) == buf.size
+    c = bk.counters()
+    assert c["unknown_ref"] == c["dup_ref"] == c["over_exec"] == c["itch_bad"] == 0
+    for loc in range(1, 49):
+        for side in (BUY, SELL):
+            want = [(p, sum(q for _, _, q in lv), len(lv)) for p, lv in eng.book(loc, side)]
+            assert bk.levels(loc, side) == want, (loc, side)
