@@ -1367,7 +1367,7 @@ def _machine(cfg: Config) -> list[tuple[str, str]]:
             else:
                 mount = DEFAULT_HUGEPAGES
                 page = mount_page_size(mount)
-                fallback = " (backing auto: it would fall back to POSIX shared memory)"
+                fallback = AUTO_FALLBACK
                 if page is None:
                     continue                # auto without hugetlbfs is shm, by design
             if page is None:
@@ -1423,10 +1423,26 @@ def _machine(cfg: Config) -> list[tuple[str, str]]:
     return out
 
 
+# ``backing: auto`` without usable huge pages is not a problem: the ring goes to POSIX shared
+# memory, as documented.  Those lines end with this text; ``check`` shows them as advice and
+# ``require_machine`` does not refuse on them.
+AUTO_FALLBACK = " (backing auto: it would fall back to POSIX shared memory)"
+
+
+def _hard_problems(cfg: Config) -> list[tuple[str, str]]:
+    return [(p, m) for p, m in _machine(cfg) if not m.endswith(AUTO_FALLBACK)]
+
+
+def fallbacks(cfg: Config) -> list[str]:
+    """The rings with ``backing: auto`` that will land in POSIX shared memory here."""
+    return [str(ConfigError(p, m, cfg.source)) for p, m in _machine(cfg)
+            if m.endswith(AUTO_FALLBACK)]
+
+
 def machine_problems(cfg: Config) -> list[str]:
     """What this machine cannot provide for ``cfg``, one line each naming the key (``FILE:
     KEY: what is missing``).  Reads sysfs and /proc; changes nothing.  Empty: all there."""
-    return [str(ConfigError(p, m, cfg.source)) for p, m in _machine(cfg)]
+    return [str(ConfigError(p, m, cfg.source)) for p, m in _hard_problems(cfg)]
 
 
 SECTIONS = ("dpdk_config", "hugering", "hugering.rings", "hugering.producers",
@@ -1442,7 +1458,7 @@ def require_machine(cfg: Config, sections: Iterable[str] | None = None) -> None:
         for s in sections:
             if s not in SECTIONS:
                 raise ValueError(f"unknown section {s!r}; expected one of {', '.join(SECTIONS)}")
-    problems = [ConfigError(p, m, cfg.source) for p, m in _machine(cfg)
+    problems = [ConfigError(p, m, cfg.source) for p, m in _hard_problems(cfg)
                 if sections is None or any(p == s or p.startswith(s + ".")
                                            or p.startswith(s + "[") for s in sections)]
     if problems:

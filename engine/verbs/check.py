@@ -40,7 +40,7 @@ def _check_run(a) -> int:
                                         "line": e.line, "column": e.column}}, indent=2))
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    warnings = C.machine_problems(cfg) + C.advice(cfg)
+    warnings = C.machine_problems(cfg) + C.fallbacks(cfg) + C.advice(cfg)
     for w in warnings:
         print(f"{PROG}: warning: {w}", file=sys.stderr)
     if a.json:
