@@ -552,7 +552,7 @@ def test_suite_under_numba_boundscheck():
     """test_itch.py and test_moldudp64.py again with NUMBA_BOUNDSCHECK=1: any read or write
     outside an array raises there.  Its own cache directory (the cache does not key on the
     flag); the first run compiles everything (about a minute), later runs load the cache."""
-    cache = Path(tempfile.gettempdir()) / f"hugering-numba-boundscheck-itch-{os.getuid()}"
+    cache = Path(tempfile.gettempdir()) / f"hugering-numba-boundscheck-{os.getuid()}"
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(cache),
                HUGERING_FUZZ_EXAMPLES="25")
     env.pop("PYTEST_ADDOPTS", None)
