@@ -62,8 +62,8 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 # --- the tables ---------------------------------------------------------------------------------
-# Message lengths from the specification (NASDAQ TotalView-ITCH 5.0, docs/REFERENCES): each
-# table below must add up to exactly this (checked at import).
+# Message lengths from the NASDAQ TotalView-ITCH 5.0 specification (the project's REFERENCES,
+# "Market data and matching"): each table below must add up to exactly this (checked at import).
 LENGTHS = {
     "S": 12, "R": 39, "H": 25, "Y": 20, "L": 26, "V": 35, "W": 12, "K": 28, "J": 35, "h": 21,
     "A": 36, "F": 40, "E": 31, "C": 36, "X": 23, "D": 19, "U": 35, "P": 44, "Q": 40, "B": 19,
@@ -417,8 +417,7 @@ _st8, _st16, _st32, _st64 = (_make_store(w) for w in (8, 16, 32, 64))
 
 # leaf functions: no NRT reference counting on their array argument (a call would otherwise
 # cost an atomic increment and decrement); small enough for LLVM to inline into any loop
-_LEAF = dict(cache=True, nogil=True, _nrt=False)
-_HOT = dict(cache=True, nogil=True, _nrt=False)
+_LEAF = _HOT = dict(cache=True, nogil=True, _nrt=False)
 
 
 @njit(**_LEAF)

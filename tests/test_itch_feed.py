@@ -31,7 +31,6 @@ from parsers import l2l4
 from parsers import moldudp64 as M
 from parsers.pcap import read_capture
 from shm import Ring
-from shm import layout as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_itch as TI  # noqa: E402  (the naive struct reference)
@@ -389,7 +388,7 @@ def test_drops_become_a_moldudp64_gap_of_exactly_the_dropped_messages(ring_name)
             got = [ms.feed(bytes(b["payload"][42:int(b["cap_len"])])) for b in c.poll(64)]
             assert all(a == M.A_IN_ORDER for a, _ in got)
             c.release()
-            st2 = fp.run(count=1)
+            assert fp.run(count=1)["published"] == 1
             b = c.poll(1)[0]
             a, _ = ms.feed(bytes(b["payload"][42:int(b["cap_len"])]))
             line = ms.counters(b"HUGERING01")

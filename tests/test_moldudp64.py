@@ -477,3 +477,13 @@ def test_njit_consumer_loop_delivers_each_message_once(seed):
     line = session_line(state, 0)
     missing = {f + i for f, n in ms.outstanding(SESSION) for i in range(n)}
     assert set(d) | missing == set(range(1, line["expected"]))
+
+
+def test_doc_prints_the_tables():
+    import subprocess
+    r = subprocess.run([sys.executable, "-m", "parsers.moldudp64", "--doc"],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    for name, *_ in M.HEADER + M.TRACKER_FIELDS + M.SESSION_FIELDS:
+        assert name in r.stdout

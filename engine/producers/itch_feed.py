@@ -60,7 +60,7 @@ from numba import njit
 
 from parsers import itch as I
 from parsers import moldudp64 as M
-from parsers.itch import be16, be48, put8, put16, put32, put64
+from parsers.itch import be16, be48, put16
 from shm import kernels as K
 from shm import layout as L
 from shm.clock import now_ns
