@@ -1,9 +1,10 @@
 """Full-depth limit order books for many instruments, as plain ``@njit`` kernels over arrays.
 
 A market-data consumer (an ITCH 5.0 feed handler) keeps one book per instrument, keyed by the
-ITCH *stock locate* (1..``max_instruments``).  ``Books`` (setup only) allocates every array
-once; the kernels take its ``arrays`` (a ``BookArrays`` namedtuple) and plain integers, so a
-decoder loop calls them straight from the fields of a message:
+ITCH *stock locate* (1..``max_instruments``).  ``Books`` (setup only) allocates the whole state
+once, as *one* int64 array ``Books.state`` laid out by the table below; the kernels take that
+array (``b``) and plain integers, so a decoder loop calls them straight from the fields of a
+message:
 
 =========================================================  ===================================
 kernel                                                     ITCH message
@@ -29,32 +30,40 @@ kernel                                                     ITCH message
 integers (4 implied decimals); any int64 works.  Order refs are ITCH's u64, stored as int64
 bits (a ref above 2**63 is fine: it is only hashed and compared).
 
-Layout (``BookArrays``)
------------------------
-==============  ==================================  =========================================
-array           shape, dtype                         holds
-==============  ==================================  =========================================
-``orders``      (max_orders, 8) int64                one 64-byte line per order slot: O_REF,
+Layout of ``b`` (int64 words; ``BOOK_LAYOUT`` is the table, ``Books.doc()`` prints it)
+-----------------------------------------------------------------------------------
+===================  ==============================  ========================================
+region               word offset, size               holds
+===================  ==============================  ========================================
+header               0, 16                           H_* : geometry (region offsets, sizes,
+                                                     hash mask/bits), free-stack top, level
+                                                     birth counter, open orders
+counters             16, 32                          C_* below (COUNTER_NAMES)
+orders               64, 8 * max_orders              one 64-byte line per order slot: O_REF,
                                                      O_LOCATE, O_SIDE (0 bid / 1 ask),
                                                      O_PRICE, O_SHARES, O_BIRTH (birth stamp
                                                      of the level it joined; 0 = hidden)
-``ht``          (2 * ht_capacity,) int64             open-addressing hash table order_ref ->
+ht                   b[H_HT], 2 * capacity           open-addressing hash table order_ref ->
                                                      order slot: pairs (key, slot), slot -1 =
                                                      empty; linear probing, backward-shift
-                                                     deletion (no tombstones), load <= 1/2
-``free``        (max_orders,) int64                  stack of free order slots
-``lv_key``      (2 * (max_instruments+1), L) int64   per book side ``bs = 2 * locate + side``,
-``lv_shares``   same                                 its price levels sorted *ascending by key*
-``lv_orders``   same                                 (key = price for bids, -price for asks),
-``lv_birth``    same                                 so the best level is always the last one,
-                                                     ``lv_key[bs, nlev[bs] - 1]``
-``nlev``        (2 * (max_instruments+1),) int64     levels in use per book side
-``hidden``      same                                 open orders of that side that are not on a
-                                                     visible level (see overload below)
-``counters``    (N_COUNTERS,) int64                  C_* below
-``meta``        (N_META,) int64                      M_* below (sizes, free-stack top, birth
-                                                     counter, open orders)
-==============  ==================================  =========================================
+                                                     deletion (no tombstones), load <= 1/2,
+                                                     home = key folded (see ``ht_home``)
+free                 b[H_FREE], max_orders           stack of free order slots
+sides                b[H_SIDES], 2 * (max_instr+1)   one block per book side ``bs = 2 * locate
+                     * (8 + 4 * L)                   + side``: [S_NLEV, S_HIDDEN, 6 spare],
+                                                     then L levels of 4 words: LV_KEY,
+                                                     LV_SHARES, LV_ORDERS, LV_BIRTH.
+                                                     Levels are sorted *ascending by key*
+                                                     (key = price for bids, -price for asks),
+                                                     so the best level is always the last one
+===================  ==============================  ========================================
+
+Why one array and not a tuple of arrays: Numba passes a tuple argument by value, every array
+in it as a 7-9 word struct, to each helper it does not inline; with a dozen arrays that was
+~90 words pushed per call and most of the cost of a message.  One array costs one struct, so
+the helpers stay ordinary (cheap) calls and compile fast.  It also lets the books live in any
+int64 buffer (a hugepage mapping another process can watch).  ``hidden`` is the count of open
+orders of a side that are not on a visible level (see overload below).
 
 Why a sorted array per side and not a price ladder: ITCH prices of one stock span a wide range
 (a stray order far from the market is common), so a ladder needs either a huge range or
@@ -90,7 +99,7 @@ Overload and bad input: decided, counted, never a crash and never silent corrupt
   evicted (C_LEVEL_EVICTED) and its orders stay tracked but *hidden*; if it is deeper than all
   of them, the new order itself is hidden (C_HIDDEN_ADD, status ST_HIDDEN).  Hidden orders are
   found, executed, cancelled and deleted as usual (so no unknown-ref noise follows), they only
-  do not count in any level.  ``hidden[bs]`` counts them: while it is 0 the side's depth is
+  do not count in any level.  ``Books.hidden(locate, side)`` counts them: while it is 0 the side's depth is
   exact; while it is not, levels below the shown ones may be missing or short, never wrong in
   price order, and the top ``max_levels`` levels that *are* shown hold exact figures except a
   level re-created at an evicted price (it shows only the orders that arrived since).
@@ -101,18 +110,43 @@ here allocates.
 """
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 from numba import njit
 
 from parsers import itch as I
 from parsers.itch import be8, be16, be32, be64
 
-# --- layout constants (one table each; the code uses only these names) ----------------------
+# --- the layout table (word offsets in ``b``) -------------------------------------------------
+HEADER_FIELDS = (
+    ("magic", "BOOK_MAGIC: what this buffer is"),
+    ("words", "total words of the state"),
+    ("ht", "word offset of the hash table"),
+    ("free", "word offset of the free-slot stack"),
+    ("sides", "word offset of the first book-side block"),
+    ("side_words", "words per book-side block: 8 + LEVEL_WORDS * max_levels"),
+    ("max_levels", "L, levels per side"),
+    ("ht_mask", "hash table capacity - 1"),
+    ("ht_bits", "log2 of the hash table capacity"),
+    ("max_orders", "order slots"),
+    ("max_instruments", "locates 1..max_instruments"),
+    ("free_top", "free slots on the stack"),
+    ("birth", "last level birth stamp handed out"),
+    ("open_orders", "orders open now"),
+)
+(H_MAGIC, H_WORDS, H_HT, H_FREE, H_SIDES, H_SIDE_WORDS, H_L, H_HT_MASK, H_HT_BITS,
+ H_MAX_ORDERS, H_MAX_INSTR, H_FREE_TOP, H_BIRTH, H_OPEN) = range(len(HEADER_FIELDS))
+HEADER_WORDS = 16
+COUNTERS = 16                        # counters region: words 16..47
+N_COUNTERS = 32
+ORDERS = 64                          # order slots: 8 words (one cache line) each
+ORDER_WORDS = 8
 ORDER_FIELDS = ("O_REF", "O_LOCATE", "O_SIDE", "O_PRICE", "O_SHARES", "O_BIRTH")
 O_REF, O_LOCATE, O_SIDE, O_PRICE, O_SHARES, O_BIRTH = range(len(ORDER_FIELDS))
-ORDER_WORDS = 8                      # one cache line per order (2 spare words)
+SIDE_HEAD = 8                        # per book side: S_NLEV, S_HIDDEN, 6 spare, then levels
+S_NLEV, S_HIDDEN = 0, 1
+LEVEL_WORDS = 4                      # a level: key, shares, orders, birth (two per cache line)
+LV_KEY, LV_SHARES, LV_ORDERS, LV_BIRTH = 0, 1, 2, 3
+BOOK_MAGIC = int.from_bytes(b"HRBOOK01", "little")
 
 COUNTER_NAMES = (
     "adds", "executes", "cancels", "deletes", "replaces",     # applied updates
@@ -124,14 +158,8 @@ COUNTER_NAMES = (
 (C_ADD, C_EXECUTE, C_CANCEL, C_DELETE, C_REPLACE, C_EXEC_SHARES, C_CANCEL_SHARES,
  C_UNKNOWN_REF, C_DUP_REF, C_ORDERS_FULL, C_BAD_LOCATE, C_BAD_ARG,
  C_OVER_EXEC, C_LEVEL_EVICTED, C_HIDDEN_ADD, C_ITCH_IGNORED, C_ITCH_BAD) = \
-    range(len(COUNTER_NAMES))
-N_COUNTERS = 24
-
-META_NAMES = ("ht_mask", "ht_shift", "max_orders", "max_levels", "max_instruments",
-              "free_top", "birth", "open_orders")
-M_HT_MASK, M_HT_SHIFT, M_MAX_ORDERS, M_MAX_LEVELS, M_MAX_INSTR, M_FREE_TOP, M_BIRTH, \
-    M_OPEN = range(len(META_NAMES))
-N_META = 8
+    range(COUNTERS, COUNTERS + len(COUNTER_NAMES))
+assert len(COUNTER_NAMES) <= N_COUNTERS and COUNTERS + N_COUNTERS <= ORDERS
 
 ST_OK, ST_REMOVED, ST_HIDDEN, ST_CLAMPED, ST_IGNORED = 0, 1, 2, 3, 4
 ST_UNKNOWN_REF, ST_DUP_REF, ST_ORDERS_FULL, ST_BAD_LOCATE, ST_BAD_ARG, ST_BAD_MESSAGE = \
@@ -143,93 +171,102 @@ STATUS_NAMES = {ST_OK: "ok", ST_REMOVED: "removed", ST_HIDDEN: "hidden", ST_CLAM
 
 SIDE_BID, SIDE_ASK = 0, 1
 TOP_SCAN = 8                         # levels scanned linearly from the top before bisecting
-FIB64 = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: sequential refs spread evenly
 
-BookArrays = namedtuple("BookArrays", "orders ht free lv_key lv_shares lv_orders lv_birth "
-                                      "nlev hidden counters meta")
+# _nrt=False: nothing here allocates, and with NRT each call would incref and decref its array
+# (atomic read-modify-writes).  Helpers are left to LLVM to inline or call (a call passes one
+# array struct); only the tiny ones are inlined at Numba IR level.
+_K = dict(cache=True, nogil=True, _nrt=False)
+_KI = dict(inline="always", **_K)
 
-_K = dict(cache=True, nogil=True)
 
-
-# --- the order-ref hash table (shared with engine/matching.py) --------------------------------
+# --- the hash table (shared with engine/matching.py) ------------------------------------------
 def ht_geometry(max_entries: int) -> tuple[int, int]:
-    """(capacity, shift) of a table for ``max_entries`` keys at load <= 1/2: capacity a power
-    of two, ``shift = 64 - log2(capacity)`` for the multiplicative hash."""
+    """(capacity, bits) of a table for ``max_entries`` keys at load <= 1/2: capacity a power
+    of two, ``bits = log2(capacity)`` (the width of the folds in ``ht_home``)."""
     cap = 16
     while cap < 2 * max_entries:
         cap *= 2
-    return cap, 64 - (cap.bit_length() - 1)
+    return cap, cap.bit_length() - 1
 
 
-def ht_new(capacity: int) -> np.ndarray:
-    ht = np.zeros(2 * capacity, dtype=np.int64)
-    ht[1::2] = -1
-    return ht
+def ht_clear(t: np.ndarray, base: int, capacity: int) -> None:
+    t[base:base + 2 * capacity] = 0
+    t[base + 1:base + 2 * capacity:2] = -1
 
 
-@njit(inline="always", **_K)
-def ht_home(key, shift):
-    return np.int64((np.uint64(key) * FIB64) >> np.uint64(shift))
+@njit(**_KI)
+def ht_home(key, bits, mask):
+    """Home slot of ``key``: the key folded onto itself in ``bits``-wide chunks.  Sequential
+    keys (ITCH order refs, a client's user refs) land in consecutive slots, so the entries of
+    the orders open at any moment (mostly recent ones) share cache lines, where a
+    multiplicative hash would scatter them over the table, a cache miss per lookup.  Folding
+    every chunk in keeps keys that differ only in their high bits apart."""
+    h = key
+    s = bits
+    while s < 64:
+        h ^= key >> s
+        s += bits
+    return h & mask
 
 
 @njit(**_K)
-def ht_find(ht, mask, shift, key):
-    """Value stored under ``key``, or -1."""
-    i = ht_home(key, shift)
+def ht_find(t, base, mask, bits, key):
+    """Value stored under ``key`` in the table at ``t[base:]``, or -1."""
+    i = ht_home(key, bits, mask)
     while True:
-        v = ht[2 * i + 1]
+        v = t[base + 2 * i + 1]
         if v < 0:
-            return -1
-        if ht[2 * i] == key:
+            return v
+        if t[base + 2 * i] == key:
             return v
         i = (i + 1) & mask
 
 
 @njit(**_K)
-def ht_insert(ht, mask, shift, key, val):
-    """Store ``key -> val`` (val >= 0); returns False (and stores nothing) if the key is
-    already there.  The caller keeps the load at most 1/2, so a free slot always exists."""
-    i = ht_home(key, shift)
+def ht_insert(t, base, mask, bits, key, val):
+    """Store ``key -> val`` (val >= 0); False (nothing stored) if the key is already there.
+    The caller keeps the load at most 1/2, so a free slot always exists."""
+    i = ht_home(key, bits, mask)
     while True:
-        v = ht[2 * i + 1]
-        if v < 0:
-            ht[2 * i] = key
-            ht[2 * i + 1] = val
+        j = base + 2 * i
+        if t[j + 1] < 0:
+            t[j] = key
+            t[j + 1] = val
             return True
-        if ht[2 * i] == key:
+        if t[j] == key:
             return False
         i = (i + 1) & mask
 
 
 @njit(**_K)
-def ht_remove(ht, mask, shift, key):
+def ht_remove(t, base, mask, bits, key):
     """Remove ``key``; returns its value or -1.  Backward-shift deletion: the entries after the
     hole that could not sit at their home slot move back, so lookups never need tombstones."""
-    i = ht_home(key, shift)
+    i = ht_home(key, bits, mask)
     while True:
-        v = ht[2 * i + 1]
+        v = t[base + 2 * i + 1]
         if v < 0:
-            return -1
-        if ht[2 * i] == key:
+            return v
+        if t[base + 2 * i] == key:
             break
         i = (i + 1) & mask
     j = i
     while True:
         j = (j + 1) & mask
-        if ht[2 * j + 1] < 0:
+        if t[base + 2 * j + 1] < 0:
             break
-        k = ht_home(ht[2 * j], shift)
+        k = ht_home(t[base + 2 * j], bits, mask)
         # entry j may fill hole i iff its home k is not cyclically within (i, j]
         if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
-            ht[2 * i] = ht[2 * j]
-            ht[2 * i + 1] = ht[2 * j + 1]
+            t[base + 2 * i] = t[base + 2 * j]
+            t[base + 2 * i + 1] = t[base + 2 * j + 1]
             i = j
-    ht[2 * i + 1] = -1
+    t[base + 2 * i + 1] = -1
     return v
 
 
-# --- sorted levels of one book side -------------------------------------------------------
-@njit(inline="always", **_K)
+# --- sorted levels of one book side -------------------------------------------------------------
+@njit(**_KI)
 def side_index(side):
     """0/'B' -> 0, 1/'S' -> 1, anything else -1."""
     if side == 0 or side == 66:
@@ -240,15 +277,16 @@ def side_index(side):
 
 
 @njit(**_K)
-def level_search(lv_key, bs, n, key):
-    """Index of the first level with ``lv_key >= key`` (n when none): a linear scan of the
-    top TOP_SCAN levels (fast path, most activity is there), then a binary search below."""
+def level_search(t, kb, stride, n, key):
+    """Index of the first of the ``n`` sorted levels at ``t[kb:]`` (``stride`` words each, the
+    key first) whose key is ``>= key`` (n when none): a linear scan of the top TOP_SCAN levels
+    (fast path: most activity is there), then a binary search below."""
     i = n - 1
     stop = n - TOP_SCAN
     if stop < 0:
         stop = 0
     while i >= stop:
-        kk = lv_key[bs, i]
+        kk = t[kb + stride * i]
         if kk < key:
             return i + 1
         if kk == key:
@@ -257,98 +295,105 @@ def level_search(lv_key, bs, n, key):
     if stop == 0:
         return 0
     lo = 0
-    hi = stop                          # lv_key[bs, stop] > key is known
+    hi = stop                          # t[kb + stop] > key is known
     while lo < hi:
         mid = (lo + hi) >> 1
-        if lv_key[bs, mid] < key:
+        if t[kb + stride * mid] < key:
             lo = mid + 1
         else:
             hi = mid
     return lo
 
 
-@njit(**_K)
-def _remove_level(b, bs, i):
-    n = b.nlev[bs]
-    for j in range(i, n - 1):          # the better levels move down one (few: near the top)
-        b.lv_key[bs, j] = b.lv_key[bs, j + 1]
-        b.lv_shares[bs, j] = b.lv_shares[bs, j + 1]
-        b.lv_orders[bs, j] = b.lv_orders[bs, j + 1]
-        b.lv_birth[bs, j] = b.lv_birth[bs, j + 1]
-    b.nlev[bs] = n - 1
+@njit(**_KI)
+def side_base(b, loc, s):
+    return b[H_SIDES] + (2 * loc + s) * b[H_SIDE_WORDS]
 
 
 @njit(**_K)
-def _join_level(b, bs, key, shares):
-    """Add one order of ``shares`` at ``key`` to side ``bs``; returns the level's birth stamp,
-    or 0 when the order is hidden (side full and the price deeper than every shown level)."""
-    n = b.nlev[bs]
-    i = level_search(b.lv_key, bs, n, key)
-    if i < n and b.lv_key[bs, i] == key:           # fast path: an existing level
-        b.lv_shares[bs, i] += shares
-        b.lv_orders[bs, i] += 1
-        return b.lv_birth[bs, i]
-    L = b.lv_key.shape[1]
-    if n == L:                                     # slow path: side full
+def _remove_level(b, sb, i):
+    n = b[sb + S_NLEV]
+    r = sb + SIDE_HEAD
+    for w in range(r + LEVEL_WORDS * i, r + LEVEL_WORDS * (n - 1)):
+        b[w] = b[w + LEVEL_WORDS]      # the better levels move down one (few: near the top)
+    b[sb + S_NLEV] = n - 1
+
+
+@njit(**_K)
+def _join_level(b, sb, key, shares):
+    """Add one order of ``shares`` at ``key`` to the side block ``sb``; returns the level's
+    birth stamp, or 0 when the order is hidden (side full, price deeper than every level)."""
+    n = b[sb + S_NLEV]
+    r = sb + SIDE_HEAD
+    i = level_search(b, r, LEVEL_WORDS, n, key)
+    v = r + LEVEL_WORDS * i
+    if i < n and b[v + LV_KEY] == key:             # fast path: an existing level
+        b[v + LV_SHARES] += shares
+        b[v + LV_ORDERS] += 1
+        return b[v + LV_BIRTH]
+    if n == b[H_L]:                                # slow path: side full
         if i == 0:
-            b.hidden[bs] += 1
-            b.counters[C_HIDDEN_ADD] += 1
+            b[sb + S_HIDDEN] += 1
+            b[C_HIDDEN_ADD] += 1
             return 0
-        b.hidden[bs] += b.lv_orders[bs, 0]         # evict the deepest level
-        b.counters[C_LEVEL_EVICTED] += 1
-        for j in range(0, i - 1):
-            b.lv_key[bs, j] = b.lv_key[bs, j + 1]
-            b.lv_shares[bs, j] = b.lv_shares[bs, j + 1]
-            b.lv_orders[bs, j] = b.lv_orders[bs, j + 1]
-            b.lv_birth[bs, j] = b.lv_birth[bs, j + 1]
+        b[sb + S_HIDDEN] += b[r + LV_ORDERS]       # evict the deepest level
+        b[C_LEVEL_EVICTED] += 1
         i -= 1
+        v = r + LEVEL_WORDS * i
+        for w in range(r, v):
+            b[w] = b[w + LEVEL_WORDS]
     else:
-        for j in range(n, i, -1):                  # the better levels move up one
-            b.lv_key[bs, j] = b.lv_key[bs, j - 1]
-            b.lv_shares[bs, j] = b.lv_shares[bs, j - 1]
-            b.lv_orders[bs, j] = b.lv_orders[bs, j - 1]
-            b.lv_birth[bs, j] = b.lv_birth[bs, j - 1]
-        b.nlev[bs] = n + 1
-    birth = b.meta[M_BIRTH] + 1
-    b.meta[M_BIRTH] = birth
-    b.lv_key[bs, i] = key
-    b.lv_shares[bs, i] = shares
-    b.lv_orders[bs, i] = 1
-    b.lv_birth[bs, i] = birth
+        for w in range(r + LEVEL_WORDS * n - 1, v - 1, -1):
+            b[w + LEVEL_WORDS] = b[w]              # the better levels move up one
+        b[sb + S_NLEV] = n + 1
+    birth = b[H_BIRTH] + 1
+    b[H_BIRTH] = birth
+    b[v + LV_KEY] = key
+    b[v + LV_SHARES] = shares
+    b[v + LV_ORDERS] = 1
+    b[v + LV_BIRTH] = birth
     return birth
 
 
 @njit(**_K)
-def _take(b, o, q, gone):
-    """Take ``q`` shares off order slot ``o``'s level (and the order itself off the level when
-    ``gone``)."""
-    bs = 2 * b.orders[o, O_LOCATE] + b.orders[o, O_SIDE]
-    birth = b.orders[o, O_BIRTH]
+def _take(b, ob, q, gone):
+    """Take ``q`` shares of the order at ``b[ob:]`` off its level (and the order itself off
+    the level when ``gone``)."""
+    side = b[ob + O_SIDE]
+    sb = side_base(b, b[ob + O_LOCATE], side)
+    birth = b[ob + O_BIRTH]
     if birth != 0:
-        key = b.orders[o, O_PRICE]
-        if b.orders[o, O_SIDE] == SIDE_ASK:
+        key = b[ob + O_PRICE]
+        if side == SIDE_ASK:
             key = -key
-        n = b.nlev[bs]
-        i = level_search(b.lv_key, bs, n, key)
-        if i < n and b.lv_birth[bs, i] == birth:
-            b.lv_shares[bs, i] -= q
+        r = sb + SIDE_HEAD
+        n = b[sb + S_NLEV]
+        i = level_search(b, r, LEVEL_WORDS, n, key)
+        v = r + LEVEL_WORDS * i
+        if i < n and b[v + LV_BIRTH] == birth:
+            b[v + LV_SHARES] -= q
             if gone:
-                c = b.lv_orders[bs, i] - 1
-                b.lv_orders[bs, i] = c
+                c = b[v + LV_ORDERS] - 1
+                b[v + LV_ORDERS] = c
                 if c == 0:
-                    _remove_level(b, bs, i)
+                    _remove_level(b, sb, i)
             return
     if gone:                                       # a hidden order (never or no longer shown)
-        b.hidden[bs] -= 1
+        b[sb + S_HIDDEN] -= 1
 
 
 @njit(**_K)
-def _free_order(b, o):
-    ht_remove(b.ht, b.meta[M_HT_MASK], b.meta[M_HT_SHIFT], b.orders[o, O_REF])
-    top = b.meta[M_FREE_TOP]
-    b.free[top] = o
-    b.meta[M_FREE_TOP] = top + 1
-    b.meta[M_OPEN] -= 1
+def _free_order(b, o, ob):
+    ht_remove(b, b[H_HT], b[H_HT_MASK], b[H_HT_BITS], b[ob + O_REF])
+    top = b[H_FREE_TOP]
+    b[b[H_FREE] + top] = o
+    b[H_FREE_TOP] = top + 1
+    b[H_OPEN] -= 1
+
+
+@njit(**_KI)
+def _find(b, ref):
+    return ht_find(b, b[H_HT], b[H_HT_MASK], b[H_HT_BITS], ref)
 
 
 # --- the update kernels ---------------------------------------------------------------------
@@ -358,62 +403,64 @@ def book_add(b, locate, order_ref, side, shares, price):
     loc = np.int64(locate)
     s = side_index(side)
     q = np.int64(shares)
-    if loc < 1 or loc > b.meta[M_MAX_INSTR]:
-        b.counters[C_BAD_LOCATE] += 1
+    if loc < 1 or loc > b[H_MAX_INSTR]:
+        b[C_BAD_LOCATE] += 1
         return ST_BAD_LOCATE
     if s < 0 or q <= 0:
-        b.counters[C_BAD_ARG] += 1
+        b[C_BAD_ARG] += 1
         return ST_BAD_ARG
-    top = b.meta[M_FREE_TOP]
+    top = b[H_FREE_TOP]
     if top == 0:
-        b.counters[C_ORDERS_FULL] += 1
+        b[C_ORDERS_FULL] += 1
         return ST_ORDERS_FULL
     ref = np.int64(order_ref)
-    o = b.free[top - 1]
-    if not ht_insert(b.ht, b.meta[M_HT_MASK], b.meta[M_HT_SHIFT], ref, o):
-        b.counters[C_DUP_REF] += 1
+    o = b[b[H_FREE] + top - 1]
+    if not ht_insert(b, b[H_HT], b[H_HT_MASK], b[H_HT_BITS], ref, o):
+        b[C_DUP_REF] += 1
         return ST_DUP_REF
-    b.meta[M_FREE_TOP] = top - 1
-    b.meta[M_OPEN] += 1
+    b[H_FREE_TOP] = top - 1
+    b[H_OPEN] += 1
     p = np.int64(price)
-    b.orders[o, O_REF] = ref
-    b.orders[o, O_LOCATE] = loc
-    b.orders[o, O_SIDE] = s
-    b.orders[o, O_PRICE] = p
-    b.orders[o, O_SHARES] = q
-    birth = _join_level(b, 2 * loc + s, p if s == SIDE_BID else -p, q)
-    b.orders[o, O_BIRTH] = birth
-    b.counters[C_ADD] += 1
+    ob = ORDERS + o * ORDER_WORDS
+    b[ob + O_REF] = ref
+    b[ob + O_LOCATE] = loc
+    b[ob + O_SIDE] = s
+    b[ob + O_PRICE] = p
+    b[ob + O_SHARES] = q
+    birth = _join_level(b, side_base(b, loc, s), p if s == SIDE_BID else -p, q)
+    b[ob + O_BIRTH] = birth
+    b[C_ADD] += 1
     return ST_OK if birth != 0 else ST_HIDDEN
 
 
-@njit(**_K)
+@njit(**_KI)
 def _reduce(b, order_ref, shares, c_ops, c_shares):
-    o = ht_find(b.ht, b.meta[M_HT_MASK], b.meta[M_HT_SHIFT], np.int64(order_ref))
+    o = _find(b, np.int64(order_ref))
     if o < 0:
-        b.counters[C_UNKNOWN_REF] += 1
+        b[C_UNKNOWN_REF] += 1
         return ST_UNKNOWN_REF
     q = np.int64(shares)
     if q <= 0:
-        b.counters[C_BAD_ARG] += 1
+        b[C_BAD_ARG] += 1
         return ST_BAD_ARG
-    left = b.orders[o, O_SHARES]
+    ob = ORDERS + o * ORDER_WORDS
+    left = b[ob + O_SHARES]
     st = ST_OK
     if q >= left:
         if q > left:
-            b.counters[C_OVER_EXEC] += 1
+            b[C_OVER_EXEC] += 1
             st = ST_CLAMPED
             q = left
         else:
             st = ST_REMOVED
-    b.counters[c_ops] += 1
-    b.counters[c_shares] += q
+    b[c_ops] += 1
+    b[c_shares] += q
     gone = q == left
-    _take(b, o, q, gone)
+    _take(b, ob, q, gone)
     if gone:
-        _free_order(b, o)
+        _free_order(b, o, ob)
     else:
-        b.orders[o, O_SHARES] = left - q
+        b[ob + O_SHARES] = left - q
     return st
 
 
@@ -432,14 +479,15 @@ def book_cancel(b, order_ref, shares):
 @njit(**_K)
 def book_delete(b, order_ref):
     """ITCH D: the order is removed whatever it has left."""
-    o = ht_find(b.ht, b.meta[M_HT_MASK], b.meta[M_HT_SHIFT], np.int64(order_ref))
+    o = _find(b, np.int64(order_ref))
     if o < 0:
-        b.counters[C_UNKNOWN_REF] += 1
+        b[C_UNKNOWN_REF] += 1
         return ST_UNKNOWN_REF
-    b.counters[C_DELETE] += 1
-    b.counters[C_CANCEL_SHARES] += b.orders[o, O_SHARES]
-    _take(b, o, b.orders[o, O_SHARES], True)
-    _free_order(b, o)
+    ob = ORDERS + o * ORDER_WORDS
+    b[C_DELETE] += 1
+    b[C_CANCEL_SHARES] += b[ob + O_SHARES]
+    _take(b, ob, b[ob + O_SHARES], True)
+    _free_order(b, o, ob)
     return ST_OK
 
 
@@ -448,34 +496,33 @@ def book_replace(b, old_ref, new_ref, shares, price):
     """ITCH U: order ``old_ref`` leaves the book and ``new_ref`` joins it (same instrument and
     side, at the back of its level).  Refused whole (nothing changes) when ``old_ref`` is
     unknown, ``new_ref`` is already open (unless it is ``old_ref``) or ``shares <= 0``."""
-    mask = b.meta[M_HT_MASK]
-    shift = b.meta[M_HT_SHIFT]
     old = np.int64(old_ref)
     new = np.int64(new_ref)
-    o = ht_find(b.ht, mask, shift, old)
+    o = _find(b, old)
     if o < 0:
-        b.counters[C_UNKNOWN_REF] += 1
+        b[C_UNKNOWN_REF] += 1
         return ST_UNKNOWN_REF
-    if new != old and ht_find(b.ht, mask, shift, new) >= 0:
-        b.counters[C_DUP_REF] += 1
+    if new != old and _find(b, new) >= 0:
+        b[C_DUP_REF] += 1
         return ST_DUP_REF
     q = np.int64(shares)
     if q <= 0:
-        b.counters[C_BAD_ARG] += 1
+        b[C_BAD_ARG] += 1
         return ST_BAD_ARG
-    _take(b, o, b.orders[o, O_SHARES], True)
+    ob = ORDERS + o * ORDER_WORDS
+    _take(b, ob, b[ob + O_SHARES], True)
     # the slot is reused in place: re-key the hash entry, then join the new level
-    ht_remove(b.ht, mask, shift, old)
-    ht_insert(b.ht, mask, shift, new, o)
-    loc = b.orders[o, O_LOCATE]
-    s = b.orders[o, O_SIDE]
+    ht, mask, bits = b[H_HT], b[H_HT_MASK], b[H_HT_BITS]
+    ht_remove(b, ht, mask, bits, old)
+    ht_insert(b, ht, mask, bits, new, o)
+    s = b[ob + O_SIDE]
     p = np.int64(price)
-    b.orders[o, O_REF] = new
-    b.orders[o, O_PRICE] = p
-    b.orders[o, O_SHARES] = q
-    birth = _join_level(b, 2 * loc + s, p if s == SIDE_BID else -p, q)
-    b.orders[o, O_BIRTH] = birth
-    b.counters[C_REPLACE] += 1
+    b[ob + O_REF] = new
+    b[ob + O_PRICE] = p
+    b[ob + O_SHARES] = q
+    birth = _join_level(b, side_base(b, b[ob + O_LOCATE], s), p if s == SIDE_BID else -p, q)
+    b[ob + O_BIRTH] = birth
+    b[C_REPLACE] += 1
     return ST_OK if birth != 0 else ST_HIDDEN
 
 
@@ -483,14 +530,15 @@ def book_replace(b, old_ref, new_ref, shares, price):
 @njit(**_K)
 def _best(b, locate, s):
     loc = np.int64(locate)
-    if loc < 1 or loc > b.meta[M_MAX_INSTR]:
+    if loc < 1 or loc > b[H_MAX_INSTR]:
         return np.int64(0), np.int64(0), np.int64(0)
-    bs = 2 * loc + s
-    n = b.nlev[bs]
+    sb = side_base(b, loc, s)
+    n = b[sb + S_NLEV]
     if n == 0:
         return np.int64(0), np.int64(0), np.int64(0)
-    k = b.lv_key[bs, n - 1]
-    return (k if s == SIDE_BID else -k), b.lv_shares[bs, n - 1], b.lv_orders[bs, n - 1]
+    v = sb + SIDE_HEAD + LEVEL_WORDS * (n - 1)
+    k = b[v + LV_KEY]
+    return (k if s == SIDE_BID else -k), b[v + LV_SHARES], b[v + LV_ORDERS]
 
 
 @njit(**_K)
@@ -510,9 +558,19 @@ def level_count(b, locate, side):
     """Visible price levels on one side (0 for a bad locate or side)."""
     loc = np.int64(locate)
     s = side_index(side)
-    if loc < 1 or loc > b.meta[M_MAX_INSTR] or s < 0:
+    if loc < 1 or loc > b[H_MAX_INSTR] or s < 0:
         return 0
-    return b.nlev[2 * loc + s]
+    return b[side_base(b, loc, s) + S_NLEV]
+
+
+@njit(**_K)
+def hidden_count(b, locate, side):
+    """Open orders of one side that are not on a visible level (0: the depth is exact)."""
+    loc = np.int64(locate)
+    s = side_index(side)
+    if loc < 1 or loc > b[H_MAX_INSTR] or s < 0:
+        return 0
+    return b[side_base(b, loc, s) + S_HIDDEN]
 
 
 @njit(**_K)
@@ -521,25 +579,25 @@ def depth(b, locate, side, k, out):
     (price, aggregate shares, order count); returns how many were written."""
     loc = np.int64(locate)
     s = side_index(side)
-    if loc < 1 or loc > b.meta[M_MAX_INSTR] or s < 0:
+    if loc < 1 or loc > b[H_MAX_INSTR] or s < 0:
         return 0
-    bs = 2 * loc + s
-    n = b.nlev[bs]
+    sb = side_base(b, loc, s)
+    n = b[sb + S_NLEV]
     m = min(np.int64(k), np.int64(out.shape[0]), n)
     for j in range(m):
-        i = n - 1 - j
-        kk = b.lv_key[bs, i]
+        v = sb + SIDE_HEAD + LEVEL_WORDS * (n - 1 - j)
+        kk = b[v + LV_KEY]
         out[j, 0] = kk if s == SIDE_BID else -kk
-        out[j, 1] = b.lv_shares[bs, i]
-        out[j, 2] = b.lv_orders[bs, i]
+        out[j, 1] = b[v + LV_SHARES]
+        out[j, 2] = b[v + LV_ORDERS]
     return m
 
 
 @njit(**_K)
 def order_shares(b, order_ref):
     """Shares left on an open order, or -1 when it is not open."""
-    o = ht_find(b.ht, b.meta[M_HT_MASK], b.meta[M_HT_SHIFT], np.int64(order_ref))
-    return b.orders[o, O_SHARES] if o >= 0 else np.int64(-1)
+    o = _find(b, np.int64(order_ref))
+    return b[ORDERS + o * ORDER_WORDS + O_SHARES] if o >= 0 else np.int64(-1)
 
 
 # --- ITCH 5.0 glue: message bytes -> kernels -------------------------------------------------
@@ -552,12 +610,12 @@ def apply_itch(b, buf, off, end):
     O: a 'P' trade is a non-displayed order's, a 'B' break does not restore shares);
     ST_BAD_MESSAGE (``itch_bad``) for an unknown type or fewer bytes than the type's length."""
     if end - off < 1:
-        b.counters[C_ITCH_BAD] += 1
+        b[C_ITCH_BAD] += 1
         return ST_BAD_MESSAGE
     t = buf[off]
     n = I.MSG_LEN[t]
     if n == 0 or end - off < n:
-        b.counters[C_ITCH_BAD] += 1
+        b[C_ITCH_BAD] += 1
         return ST_BAD_MESSAGE
     return _apply(b, buf, off, t)
 
@@ -587,13 +645,13 @@ def _apply(b, buf, off, t):
     if t == I.MSG_ORDER_EXECUTED_PRICE:
         return book_execute(b, be64(buf, off + I.C_ORDER_REF),
                             be32(buf, off + I.C_EXECUTED_SHARES))
-    b.counters[C_ITCH_IGNORED] += 1
+    b[C_ITCH_IGNORED] += 1
     return ST_IGNORED
 
 
 @njit(**_K)
 def apply_itch_blocks(b, buf, off, end):
-    """Apply a run of MoldUDP64 message blocks (u16 big-endian length + ITCH message, the
+    """Apply a run of MoldUDP64 message blocks (u16 big-endian length + ITCH message: the
     payload of a MoldUDP64 packet after its 20-byte header, or ``engine.matching``'s output)
     from ``buf[off:end]``.  A block whose length is not its type's length is counted
     (``itch_bad``) and skipped, never read; a block cut by ``end`` stops the walk.  Returns
@@ -603,7 +661,7 @@ def apply_itch_blocks(b, buf, off, end):
         if end - off - 2 < n:
             break
         if n == 0 or I.MSG_LEN[buf[off + 2]] != n:
-            b.counters[C_ITCH_BAD] += 1
+            b[C_ITCH_BAD] += 1
         else:
             _apply(b, buf, off + 2, buf[off + 2])
         off += 2 + n
@@ -611,64 +669,93 @@ def apply_itch_blocks(b, buf, off, end):
 
 
 # --- setup -----------------------------------------------------------------------------------
-class Books:
-    """Allocates the arrays of ``max_instruments`` books (locates 1..max_instruments), at most
-    ``max_orders`` open orders over all of them and ``max_levels`` visible price levels per
-    side.  Setup only: the kernels take ``self.arrays``.
+def book_layout(max_instruments: int, max_orders: int, max_levels: int) -> dict[str, int]:
+    """Region offsets (words) of a state with these sizes; ``words`` is its total size."""
+    cap, bits = ht_geometry(max_orders)
+    ht = ORDERS + ORDER_WORDS * max_orders
+    free = ht + 2 * cap
+    sides = (free + max_orders + 7) // 8 * 8
+    side_words = SIDE_HEAD + LEVEL_WORDS * max_levels
+    words = sides + 2 * (max_instruments + 1) * side_words
+    return dict(ht=ht, free=free, sides=sides, side_words=side_words, words=words,
+                ht_capacity=cap, ht_bits=bits)
 
-    Memory: 64 B per order, 32 B x 2 x 2 x max_levels per instrument for the levels (the
-    default 1,000 instruments x 256 levels: 33 MB), 16 B x 4 x max_orders for the hash table.
+
+def aligned_zeros(words: int) -> np.ndarray:
+    """A zeroed int64 array whose data starts on a 64-byte line (so do the order slots)."""
+    raw = np.zeros(words + 8, dtype=np.int64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip:skip + words]
+
+
+class Books:
+    """Allocates the state of ``max_instruments`` books (locates 1..max_instruments), at most
+    ``max_orders`` open orders over all of them and ``max_levels`` visible price levels per
+    side, as one int64 array ``self.state`` (the kernels' ``b``).  Setup only.
+
+    Memory: 64 B per order slot, 32 B per order for the hash table, and 2 x (64 + 32 x
+    max_levels) B per instrument for its levels (1,000 instruments x 256 levels: 16 MB).
     """
 
     def __init__(self, max_instruments: int, max_orders: int, max_levels: int = 256):
         if max_instruments < 1 or max_orders < 1 or max_levels < 1:
             raise ValueError("Books: max_instruments, max_orders and max_levels must be >= 1")
-        cap, shift = ht_geometry(max_orders)
-        sides = 2 * (max_instruments + 1)
-        meta = np.zeros(N_META, dtype=np.int64)
-        meta[M_HT_MASK] = cap - 1
-        meta[M_HT_SHIFT] = shift
-        meta[M_MAX_ORDERS] = max_orders
-        meta[M_MAX_LEVELS] = max_levels
-        meta[M_MAX_INSTR] = max_instruments
-        meta[M_FREE_TOP] = max_orders
-        free = np.arange(max_orders - 1, -1, -1, dtype=np.int64)   # slot 0 is handed out first
+        lay = book_layout(max_instruments, max_orders, max_levels)
+        b = aligned_zeros(lay["words"])
+        b[H_MAGIC] = BOOK_MAGIC
+        b[H_WORDS] = lay["words"]
+        b[H_HT] = lay["ht"]
+        b[H_FREE] = lay["free"]
+        b[H_SIDES] = lay["sides"]
+        b[H_SIDE_WORDS] = lay["side_words"]
+        b[H_L] = max_levels
+        b[H_HT_MASK] = lay["ht_capacity"] - 1
+        b[H_HT_BITS] = lay["ht_bits"]
+        b[H_MAX_ORDERS] = max_orders
+        b[H_MAX_INSTR] = max_instruments
+        b[H_FREE_TOP] = max_orders
+        ht_clear(b, lay["ht"], lay["ht_capacity"])
+        # slot 0 is handed out first
+        b[lay["free"]:lay["free"] + max_orders] = np.arange(max_orders - 1, -1, -1)
         self.max_instruments = max_instruments
         self.max_orders = max_orders
         self.max_levels = max_levels
-        self.arrays = BookArrays(
-            orders=np.zeros((max_orders, ORDER_WORDS), dtype=np.int64),
-            ht=ht_new(cap), free=free,
-            lv_key=np.zeros((sides, max_levels), dtype=np.int64),
-            lv_shares=np.zeros((sides, max_levels), dtype=np.int64),
-            lv_orders=np.zeros((sides, max_levels), dtype=np.int64),
-            lv_birth=np.zeros((sides, max_levels), dtype=np.int64),
-            nlev=np.zeros(sides, dtype=np.int64), hidden=np.zeros(sides, dtype=np.int64),
-            counters=np.zeros(N_COUNTERS, dtype=np.int64), meta=meta)
+        self.layout = lay
+        self.state = b
 
     def counters(self) -> dict[str, int]:
-        c = self.arrays.counters
-        return {name: int(c[i]) for i, name in enumerate(COUNTER_NAMES)}
+        return {name: int(self.state[COUNTERS + i]) for i, name in enumerate(COUNTER_NAMES)}
 
     @property
     def open_orders(self) -> int:
-        return int(self.arrays.meta[M_OPEN])
+        return int(self.state[H_OPEN])
 
     def levels(self, locate: int, side: int) -> list[tuple[int, int, int]]:
         """All visible levels of one side, best first (Python lists: for tests and tools)."""
         out = np.zeros((self.max_levels, 3), dtype=np.int64)
-        n = depth(self.arrays, locate, side, self.max_levels, out)
+        n = depth(self.state, locate, side, self.max_levels, out)
         return [tuple(int(v) for v in out[j]) for j in range(n)]
 
     def hidden(self, locate: int, side: int) -> int:
-        return int(self.arrays.hidden[2 * locate + side_index(side)])
+        return int(hidden_count(self.state, locate, side))
+
+    def doc(self) -> str:
+        """The layout of this state, region by region (word offsets)."""
+        lay = self.layout
+        rows = [("header", 0, HEADER_WORDS), ("counters", COUNTERS, N_COUNTERS),
+                ("orders", ORDERS, ORDER_WORDS * self.max_orders),
+                ("ht", lay["ht"], 2 * lay["ht_capacity"]), ("free", lay["free"], self.max_orders),
+                ("sides", lay["sides"], lay["words"] - lay["sides"])]
+        return "\n".join(f"{n:<9s} @{o:<10d} {w:>10d} words" for n, o, w in rows)
 
 
 __all__ = [
-    "Books", "BookArrays", "book_add", "book_execute", "book_cancel", "book_delete",
-    "book_replace", "apply_itch", "apply_itch_blocks", "best_bid", "best_ask", "depth", "level_count", "order_shares",
-    "ht_geometry", "ht_new", "ht_find", "ht_insert", "ht_remove", "level_search", "side_index",
+    "Books", "book_layout", "book_add", "book_execute", "book_cancel", "book_delete",
+    "book_replace", "apply_itch", "apply_itch_blocks", "best_bid", "best_ask", "depth",
+    "level_count", "hidden_count", "order_shares",
+    "ht_geometry", "ht_clear", "ht_find", "ht_insert", "ht_remove", "level_search",
+    "side_index", "aligned_zeros",
     "COUNTER_NAMES", "STATUS_NAMES", "SIDE_BID", "SIDE_ASK",
-    "ST_OK", "ST_REMOVED", "ST_HIDDEN", "ST_CLAMPED", "ST_UNKNOWN_REF", "ST_DUP_REF",
-    "ST_ORDERS_FULL", "ST_BAD_LOCATE", "ST_BAD_ARG", "ST_IGNORED", "ST_BAD_MESSAGE",
+    "ST_OK", "ST_REMOVED", "ST_HIDDEN", "ST_CLAMPED", "ST_IGNORED", "ST_UNKNOWN_REF",
+    "ST_DUP_REF", "ST_ORDERS_FULL", "ST_BAD_LOCATE", "ST_BAD_ARG", "ST_BAD_MESSAGE",
 ]

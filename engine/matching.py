@@ -2,7 +2,7 @@
 
 ``process_entry(e, buf, off, end, out, out_off) -> out_off`` applies one order-entry message
 (``buf[off:end]``, the OUCH-5.0-like subset below) to the books in ``e`` (``MatchingEngine
-.arrays``) and appends the ITCH 5.0 messages it causes to ``out`` as MoldUDP64 message blocks
+.state``, one int64 array) and appends the ITCH 5.0 messages it causes to ``out`` as MoldUDP64 message blocks
 (u16 big-endian length + message), so ``out[:out_off]`` is ready to be cut into MoldUDP64
 packets (``publish_blocks``) or walked by ``parsers.itch.decode_stream``.
 
@@ -49,12 +49,12 @@ Matching rules
   gone by cancel -> 'D'; replace -> 'U' (or 'X' / 'D' as above).  The aggressor of a trade is
   not shown: as on NASDAQ, the 'E' messages of the orders it hit are the trade prints (a 'P'
   for the aggressor as well would print every trade twice; 'P' is for non-displayed orders,
-  which this engine does not have).  Timestamps are ``meta[M_CLOCK]`` (ns since midnight), set
+  which this engine does not have).  Timestamps are ``e[H_CLOCK]`` (ns since midnight), set
   by the caller (``set_clock``) once per batch: no clock read per message.
 
 Status, overload and bad input (decided, counted, never a crash)
 -------------------------------------------------------------------
-``meta[M_STATUS]`` holds the last message's status, ``counters`` the totals (``COUNTER_NAMES``):
+``e[H_STATUS]`` holds the last message's status, the counters the totals (``COUNTER_NAMES``):
 ST_OK; rejections (nothing changes, no output): ST_UNKNOWN_TYPE, ST_TRUNCATED (fewer bytes
 than the type's length), ST_BAD_FIELD (side, tif, type, quantity 0 on entry, price 0 or >
 2**32-1 on a limit, locate out of range), ST_DUP_REF (user ref already open), ST_UNKNOWN_REF
@@ -66,23 +66,36 @@ returned (flush and call again).  Matching stops when fewer than ``FILL_ROOM`` b
 (the remainder is cancelled, ``out_cut``, status ST_OUT_CUT): size ``out`` for the deepest
 sweep you accept (``MIN_ROOM + 33 * fills``).
 
-Layout (``EngineArrays``): ``orders`` (max_orders, 8) int64 [R_OREF, R_UREF, R_LOCATE, R_SIDE,
-R_PRICE, R_QTY, R_PREV, R_NEXT] (one cache line per order); ``ht`` user ref -> order slot
-(engine/book.py's open-addressing table); ``free`` stack of slots; per book side ``bs = 2 *
-locate + side`` the levels sorted ascending by key (price for bids, -price for asks: best
-last, as in engine/book.py, so a sweep pops levels off the end) in ``lv_key``, ``lv_qty``,
-``lv_count``, ``lv_head``, ``lv_tail``; ``nlev``; ``symbols`` (ITCH stock words per locate);
-``counters``; ``meta``.  Single writer (one thread per engine); nothing here allocates.
+Layout of ``e`` (int64 words; as engine/book.py, one array: a call passes one array struct,
+not a tuple of a dozen by value)
+=========  ===========================  =====================================================
+region     word offset, size            holds
+=========  ===========================  =====================================================
+header     0, 32                        H_*: geometry, free-stack top, next ITCH order ref,
+                                        last match number, clock, last status, open orders
+counters   32, 32                       C_* (COUNTER_NAMES)
+orders     64, 8 * max_orders           one cache line per slot: R_OREF (ITCH order ref),
+                                        R_UREF (user ref), R_LOCATE, R_SIDE, R_PRICE, R_QTY,
+                                        R_PREV, R_NEXT (FIFO links within the level, -1: none)
+ht         e[H_HT], 2 * capacity        user ref -> slot (engine/book.py's hash table)
+free       e[H_FREE], max_orders        stack of free slots
+symbols    e[H_SYMBOLS], max_instr + 1  ITCH stock word per locate
+sides      e[H_SIDES], 2 * (max_instr   per book side ``bs = 2 * locate + side``: [S_NLEV, 7
+           + 1) * (8 + 8 * L)           spare], then L levels of 8 words (one cache line):
+                                        LV_KEY, LV_QTY, LV_COUNT, LV_HEAD, LV_TAIL, 3 spare;
+                                        sorted ascending by key (price for bids, -price for
+                                        asks: best last, so a sweep pops levels off the end)
+=========  ===========================  =====================================================
+Single writer (one thread per engine); nothing here allocates.
 """
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
-
 import numpy as np
 from numba import njit
 
-from engine.book import ht_find, ht_geometry, ht_insert, ht_new, ht_remove, level_search
+from engine.book import (aligned_zeros, ht_clear, ht_find, ht_geometry, ht_insert, ht_remove,
+                         level_search)
 from parsers import itch as I
 from parsers.itch import be8, be16, be32, be64, put16
 
@@ -205,7 +218,23 @@ def put_cancel(buf, off, user_ref, quantity):
 
 
 # --- engine layout -------------------------------------------------------------------------
+HEADER_FIELDS = ("magic", "words", "ht", "free", "sides", "side_words", "max_levels", "ht_mask",
+                 "ht_bits", "max_orders", "max_instruments", "free_top", "next_oref", "match",
+                 "clock", "status", "open_orders", "symbols")
+(H_MAGIC, H_WORDS, H_HT, H_FREE, H_SIDES, H_SIDE_WORDS, H_L, H_HT_MASK, H_HT_BITS,
+ H_MAX_ORDERS, H_MAX_INSTR, H_FREE_TOP, H_NEXT_OREF, H_MATCH, H_CLOCK, H_STATUS, H_OPEN,
+ H_SYMBOLS) = range(len(HEADER_FIELDS))
+HEADER_WORDS = 32
+COUNTERS = 32
+N_COUNTERS = 32
+ORDERS = 64
+ORDER_WORDS = 8
 R_OREF, R_UREF, R_LOCATE, R_SIDE, R_PRICE, R_QTY, R_PREV, R_NEXT = range(8)
+SIDE_HEAD = 8
+S_NLEV = 0
+LEVEL_WORDS = 8
+LV_KEY, LV_QTY, LV_COUNT, LV_HEAD, LV_TAIL = range(5)
+ENGINE_MAGIC = int.from_bytes(b"HRMATCH1", "little")
 
 COUNTER_NAMES = (
     "messages", "entered", "replaced", "cancel_msgs", "fills", "filled_qty", "rested",
@@ -216,14 +245,8 @@ COUNTER_NAMES = (
 (C_MESSAGES, C_ENTERED, C_REPLACED, C_CANCEL_MSGS, C_FILLS, C_FILLED_QTY, C_RESTED,
  C_EXPIRED_QTY, C_DELETED, C_REDUCED, C_REPLACE_KEPT, C_REPLACE_MOVED, C_REPLACE_CROSSED,
  C_REJ_TYPE, C_REJ_TRUNC, C_REJ_FIELD, C_REJ_DUP, C_REJ_UNKNOWN, C_REJ_FULL, C_REST_REFUSED,
- C_OUT_CUT, C_NO_ROOM, C_CANCEL_NOOP) = range(len(COUNTER_NAMES))
-N_COUNTERS = 24
-
-META_NAMES = ("ht_mask", "ht_shift", "max_instruments", "free_top", "next_oref", "match",
-              "clock", "status", "open_orders")
-(M_HT_MASK, M_HT_SHIFT, M_MAX_INSTR, M_FREE_TOP, M_NEXT_OREF, M_MATCH, M_CLOCK, M_STATUS,
- M_OPEN) = range(len(META_NAMES))
-N_META = 16
+ C_OUT_CUT, C_NO_ROOM, C_CANCEL_NOOP) = range(COUNTERS, COUNTERS + len(COUNTER_NAMES))
+assert len(COUNTER_NAMES) <= N_COUNTERS and COUNTERS + N_COUNTERS <= ORDERS
 
 ST_OK, ST_REST_REFUSED, ST_OUT_CUT = 0, 1, 2
 ST_UNKNOWN_TYPE, ST_TRUNCATED, ST_BAD_FIELD, ST_DUP_REF, ST_UNKNOWN_REF, ST_FULL = \
@@ -241,151 +264,167 @@ BLOCK_U = 2 + I.U_LEN
 FILL_ROOM = BLOCK_E + BLOCK_A          # one more fill, and the 'A' if the rest then rests
 MIN_ROOM = 128                         # any message's output apart from its fills (D+E+A)
 
-EngineArrays = namedtuple("EngineArrays", "orders ht free lv_key lv_qty lv_count lv_head "
-                                          "lv_tail nlev symbols counters meta")
-
-_K = dict(cache=True, nogil=True)
+# _nrt=False: nothing here allocates, and with NRT each call would incref and decref its
+# arrays (atomic read-modify-writes).  Only tiny helpers are inlined at Numba IR level (that
+# inliner is slow to compile big trees); LLVM inlines or calls the rest (a call passes the
+# state as one array struct).
+_K = dict(cache=True, nogil=True, _nrt=False)
+_KI = dict(inline="always", **_K)
 
 
 # --- ITCH output (MoldUDP64 message blocks) -------------------------------------------------
 @njit(**_K)
 def _out_add(e, out, o, loc, oref, side, qty, price):
     put16(out, o, I.A_LEN)
-    return I.encode_add_order(out, o + 2, loc, 0, e.meta[M_CLOCK], oref,
-                              66 if side == SIDE_BUY else 83, qty, e.symbols[loc], price)
+    return I.encode_add_order(out, o + 2, loc, 0, e[H_CLOCK], oref,
+                              66 if side == SIDE_BUY else 83, qty, e[e[H_SYMBOLS] + loc], price)
 
 
 @njit(**_K)
 def _out_exec(e, out, o, loc, oref, qty, match):
     put16(out, o, I.E_LEN)
-    return I.encode_order_executed(out, o + 2, loc, 0, e.meta[M_CLOCK], oref, qty, match)
+    return I.encode_order_executed(out, o + 2, loc, 0, e[H_CLOCK], oref, qty, match)
 
 
 @njit(**_K)
 def _out_cancel(e, out, o, loc, oref, qty):
     put16(out, o, I.X_LEN)
-    return I.encode_order_cancel(out, o + 2, loc, 0, e.meta[M_CLOCK], oref, qty)
+    return I.encode_order_cancel(out, o + 2, loc, 0, e[H_CLOCK], oref, qty)
 
 
 @njit(**_K)
 def _out_delete(e, out, o, loc, oref):
     put16(out, o, I.D_LEN)
-    return I.encode_order_delete(out, o + 2, loc, 0, e.meta[M_CLOCK], oref)
+    return I.encode_order_delete(out, o + 2, loc, 0, e[H_CLOCK], oref)
 
 
 @njit(**_K)
 def _out_replace(e, out, o, loc, oref, new_oref, qty, price):
     put16(out, o, I.U_LEN)
-    return I.encode_order_replace(out, o + 2, loc, 0, e.meta[M_CLOCK], oref, new_oref, qty,
-                                  price)
+    return I.encode_order_replace(out, o + 2, loc, 0, e[H_CLOCK], oref, new_oref, qty, price)
 
 
 # --- levels and queues -------------------------------------------------------------------------
-@njit(inline="always", **_K)
+@njit(**_KI)
 def _key(side, price):
     return price if side == SIDE_BUY else -price
 
 
+@njit(**_KI)
+def _side_base(e, loc, side):
+    return e[H_SIDES] + (2 * loc + side) * e[H_SIDE_WORDS]
+
+
+@njit(**_KI)
+def _slot(s):
+    return ORDERS + ORDER_WORDS * s
+
+
 @njit(**_K)
-def _unlink(e, slot, bs, i):
-    """Take resting order ``slot`` out of level ``i`` of side ``bs`` (removing the level when it
-    empties)."""
-    p = e.orders[slot, R_PREV]
-    n = e.orders[slot, R_NEXT]
+def _unlink(e, s, sb, i):
+    """Take resting order slot ``s`` out of level ``i`` of the side block ``sb`` (removing the
+    level when it empties)."""
+    os_ = _slot(s)
+    p = e[os_ + R_PREV]
+    n = e[os_ + R_NEXT]
+    v = sb + SIDE_HEAD + LEVEL_WORDS * i
     if p >= 0:
-        e.orders[p, R_NEXT] = n
+        e[_slot(p) + R_NEXT] = n
     else:
-        e.lv_head[bs, i] = n
+        e[v + LV_HEAD] = n
     if n >= 0:
-        e.orders[n, R_PREV] = p
+        e[_slot(n) + R_PREV] = p
     else:
-        e.lv_tail[bs, i] = p
-    e.lv_qty[bs, i] -= e.orders[slot, R_QTY]
-    c = e.lv_count[bs, i] - 1
-    e.lv_count[bs, i] = c
+        e[v + LV_TAIL] = p
+    e[v + LV_QTY] -= e[os_ + R_QTY]
+    c = e[v + LV_COUNT] - 1
+    e[v + LV_COUNT] = c
     if c == 0:
-        m = e.nlev[bs]
-        for j in range(i, m - 1):              # better levels move down (few: near the top)
-            e.lv_key[bs, j] = e.lv_key[bs, j + 1]
-            e.lv_qty[bs, j] = e.lv_qty[bs, j + 1]
-            e.lv_count[bs, j] = e.lv_count[bs, j + 1]
-            e.lv_head[bs, j] = e.lv_head[bs, j + 1]
-            e.lv_tail[bs, j] = e.lv_tail[bs, j + 1]
-        e.nlev[bs] = m - 1
+        m = e[sb + S_NLEV]
+        for w in range(v, sb + SIDE_HEAD + LEVEL_WORDS * (m - 1)):
+            e[w] = e[w + LEVEL_WORDS]          # better levels move down (few: near the top)
+        e[sb + S_NLEV] = m - 1
 
 
 @njit(**_K)
-def _level_of(e, slot):
-    """(bs, level index) of a resting order."""
-    side = e.orders[slot, R_SIDE]
-    bs = 2 * e.orders[slot, R_LOCATE] + side
-    return bs, level_search(e.lv_key, bs, e.nlev[bs], _key(side, e.orders[slot, R_PRICE]))
+def _level_of(e, s):
+    """(side block, level index) of resting order slot ``s``."""
+    os_ = _slot(s)
+    side = e[os_ + R_SIDE]
+    sb = _side_base(e, e[os_ + R_LOCATE], side)
+    return sb, level_search(e, sb + SIDE_HEAD, LEVEL_WORDS, e[sb + S_NLEV],
+                            _key(side, e[os_ + R_PRICE]))
 
 
 @njit(**_K)
-def _append(e, slot, bs, key, qty):
-    """Append ``slot`` at the back of the level ``key`` of side ``bs`` (creating the level);
-    False when that needs a new level and the side is full."""
-    n = e.nlev[bs]
-    i = level_search(e.lv_key, bs, n, key)
-    if i < n and e.lv_key[bs, i] == key:       # fast path: the level exists
-        t = e.lv_tail[bs, i]
-        e.orders[t, R_NEXT] = slot
-        e.orders[slot, R_PREV] = t
-        e.orders[slot, R_NEXT] = -1
-        e.lv_tail[bs, i] = slot
-        e.lv_qty[bs, i] += qty
-        e.lv_count[bs, i] += 1
+def _append(e, s, sb, key, qty):
+    """Append slot ``s`` at the back of level ``key`` of side block ``sb`` (creating the
+    level); False when that needs a new level and the side is full."""
+    n = e[sb + S_NLEV]
+    r = sb + SIDE_HEAD
+    i = level_search(e, r, LEVEL_WORDS, n, key)
+    v = r + LEVEL_WORDS * i
+    os_ = _slot(s)
+    if i < n and e[v + LV_KEY] == key:         # fast path: the level exists
+        t = e[v + LV_TAIL]
+        e[_slot(t) + R_NEXT] = s
+        e[os_ + R_PREV] = t
+        e[os_ + R_NEXT] = -1
+        e[v + LV_TAIL] = s
+        e[v + LV_QTY] += qty
+        e[v + LV_COUNT] += 1
         return True
-    if n == e.lv_key.shape[1]:
+    if n == e[H_L]:
         return False
-    for j in range(n, i, -1):
-        e.lv_key[bs, j] = e.lv_key[bs, j - 1]
-        e.lv_qty[bs, j] = e.lv_qty[bs, j - 1]
-        e.lv_count[bs, j] = e.lv_count[bs, j - 1]
-        e.lv_head[bs, j] = e.lv_head[bs, j - 1]
-        e.lv_tail[bs, j] = e.lv_tail[bs, j - 1]
-    e.nlev[bs] = n + 1
-    e.lv_key[bs, i] = key
-    e.lv_qty[bs, i] = qty
-    e.lv_count[bs, i] = 1
-    e.lv_head[bs, i] = slot
-    e.lv_tail[bs, i] = slot
-    e.orders[slot, R_PREV] = -1
-    e.orders[slot, R_NEXT] = -1
+    for w in range(r + LEVEL_WORDS * n - 1, v - 1, -1):
+        e[w + LEVEL_WORDS] = e[w]              # better levels move up one
+    e[sb + S_NLEV] = n + 1
+    e[v + LV_KEY] = key
+    e[v + LV_QTY] = qty
+    e[v + LV_COUNT] = 1
+    e[v + LV_HEAD] = s
+    e[v + LV_TAIL] = s
+    e[os_ + R_PREV] = -1
+    e[os_ + R_NEXT] = -1
     return True
 
 
-@njit(**_K)
-def _free_slot(e, slot):
-    top = e.meta[M_FREE_TOP]
-    e.free[top] = slot
-    e.meta[M_FREE_TOP] = top + 1
-    e.meta[M_OPEN] -= 1
+@njit(**_KI)
+def _free_slot(e, s):
+    top = e[H_FREE_TOP]
+    e[e[H_FREE] + top] = s
+    e[H_FREE_TOP] = top + 1
+    e[H_OPEN] -= 1
+
+
+@njit(**_KI)
+def _find(e, uref):
+    return ht_find(e, e[H_HT], e[H_HT_MASK], e[H_HT_BITS], uref)
 
 
 @njit(**_K)
 def _rest(e, out, o, loc, side, uref, qty, price):
     """Rest ``qty`` of a day limit order: a slot, its level, its user ref, ITCH 'A'.
     Returns the new output offset, or -1 - o when it cannot rest (tables full)."""
-    top = e.meta[M_FREE_TOP]
+    top = e[H_FREE_TOP]
     if top == 0:
         return -1 - o
-    slot = e.free[top - 1]
-    if not _append(e, slot, 2 * loc + side, _key(side, price), qty):
+    s = e[e[H_FREE] + top - 1]
+    if not _append(e, s, _side_base(e, loc, side), _key(side, price), qty):
         return -1 - o
-    e.meta[M_FREE_TOP] = top - 1
-    e.meta[M_OPEN] += 1
-    oref = e.meta[M_NEXT_OREF]
-    e.meta[M_NEXT_OREF] = oref + 1
-    e.orders[slot, R_OREF] = oref
-    e.orders[slot, R_UREF] = uref
-    e.orders[slot, R_LOCATE] = loc
-    e.orders[slot, R_SIDE] = side
-    e.orders[slot, R_PRICE] = price
-    e.orders[slot, R_QTY] = qty
-    ht_insert(e.ht, e.meta[M_HT_MASK], e.meta[M_HT_SHIFT], uref, slot)
-    e.counters[C_RESTED] += 1
+    e[H_FREE_TOP] = top - 1
+    e[H_OPEN] += 1
+    oref = e[H_NEXT_OREF]
+    e[H_NEXT_OREF] = oref + 1
+    os_ = _slot(s)
+    e[os_ + R_OREF] = oref
+    e[os_ + R_UREF] = uref
+    e[os_ + R_LOCATE] = loc
+    e[os_ + R_SIDE] = side
+    e[os_ + R_PRICE] = price
+    e[os_ + R_QTY] = qty
+    ht_insert(e, e[H_HT], e[H_HT_MASK], e[H_HT_BITS], uref, s)
+    e[C_RESTED] += 1
     return _out_add(e, out, o, loc, oref, side, qty, price)
 
 
@@ -394,74 +433,75 @@ def _match(e, out, o, loc, side, qty, limit, is_market):
     """Trade ``qty`` of an aggressor on ``side`` against the opposite side of ``loc`` while its
     best price is within ``limit`` (any price for a market order).  Returns (output offset,
     quantity left, cut): ``cut`` when matching stopped for lack of output room."""
-    bs = 2 * loc + (1 - side)
+    sb = _side_base(e, loc, 1 - side)
     end = out.shape[0]
-    mask = e.meta[M_HT_MASK]
-    shift = e.meta[M_HT_SHIFT]
+    ht, mask, bits = e[H_HT], e[H_HT_MASK], e[H_HT_BITS]
     while qty > 0:
-        n = e.nlev[bs]
+        n = e[sb + S_NLEV]
         if n == 0:
             break
-        i = n - 1
-        key = e.lv_key[bs, i]
+        v = sb + SIDE_HEAD + LEVEL_WORDS * (n - 1)       # the best level: the last one
+        key = e[v + LV_KEY]
         if not is_market:
             # opposite bids hold key = price, asks key = -price
             if side == SIDE_BUY and -key > limit:
                 break
             if side == SIDE_SELL and key < limit:
                 break
-        slot = e.lv_head[bs, i]
-        lqty = e.lv_qty[bs, i]
-        lcount = e.lv_count[bs, i]
-        while qty > 0 and slot >= 0:
+        s = e[v + LV_HEAD]
+        lqty = e[v + LV_QTY]
+        lcount = e[v + LV_COUNT]
+        while qty > 0 and s >= 0:
             if end - o < FILL_ROOM:
-                e.lv_head[bs, i] = slot
-                e.orders[slot, R_PREV] = -1
-                e.lv_qty[bs, i] = lqty
-                e.lv_count[bs, i] = lcount
+                e[v + LV_HEAD] = s
+                e[_slot(s) + R_PREV] = -1
+                e[v + LV_QTY] = lqty
+                e[v + LV_COUNT] = lcount
                 return o, qty, True
-            rq = e.orders[slot, R_QTY]
+            os_ = _slot(s)
+            rq = e[os_ + R_QTY]
             q = qty if qty < rq else rq
-            m = e.meta[M_MATCH] + 1
-            e.meta[M_MATCH] = m
-            o = _out_exec(e, out, o, loc, e.orders[slot, R_OREF], q, m)
-            e.counters[C_FILLS] += 1
-            e.counters[C_FILLED_QTY] += q
+            m = e[H_MATCH] + 1
+            e[H_MATCH] = m
+            o = _out_exec(e, out, o, loc, e[os_ + R_OREF], q, m)
+            e[C_FILLS] += 1
+            e[C_FILLED_QTY] += q
             qty -= q
             lqty -= q
             if q == rq:                          # the resting order is done
-                nxt = e.orders[slot, R_NEXT]
-                ht_remove(e.ht, mask, shift, e.orders[slot, R_UREF])
-                _free_slot(e, slot)
+                nxt = e[os_ + R_NEXT]
+                ht_remove(e, ht, mask, bits, e[os_ + R_UREF])
+                _free_slot(e, s)
                 lcount -= 1
-                slot = nxt
+                s = nxt
             else:
-                e.orders[slot, R_QTY] = rq - q
-        if slot < 0:                             # the level is used up: it is the last one
-            e.nlev[bs] = i
+                e[os_ + R_QTY] = rq - q
+        if s < 0:                                # the level is used up: it is the last one
+            e[sb + S_NLEV] = n - 1
         else:
-            e.lv_head[bs, i] = slot
-            e.orders[slot, R_PREV] = -1
-            e.lv_qty[bs, i] = lqty
-            e.lv_count[bs, i] = lcount
+            e[v + LV_HEAD] = s
+            e[_slot(s) + R_PREV] = -1
+            e[v + LV_QTY] = lqty
+            e[v + LV_COUNT] = lcount
     return o, qty, False
 
 
 @njit(**_K)
 def _aggress(e, out, o, loc, side, uref, qty, price, tif, is_market):
-    """A new order (or a crossing replace): match, then rest or expire what is left."""
+    """A new order (or a crossing replace): match, then rest or expire what is left.
+    Returns (output offset, status)."""
     o, left, cut = _match(e, out, o, loc, side, qty, price, is_market)
     if left == 0:
         return o, ST_OK
     if cut:
-        e.counters[C_OUT_CUT] += 1
+        e[C_OUT_CUT] += 1
         return o, ST_OUT_CUT
     if is_market or tif == TIF_IOC:
-        e.counters[C_EXPIRED_QTY] += left
+        e[C_EXPIRED_QTY] += left
         return o, ST_OK
     r = _rest(e, out, o, loc, side, uref, left, price)
     if r < 0:
-        e.counters[C_REST_REFUSED] += 1
+        e[C_REST_REFUSED] += 1
         return -1 - r, ST_REST_REFUSED
     return r, ST_OK
 
@@ -469,63 +509,74 @@ def _aggress(e, out, o, loc, side, uref, qty, price, tif, is_market):
 @njit(**_K)
 def _enter(e, buf, off, out, o):
     uref = be32(buf, off + EO_USER_REF)
-    s = be8(buf, off + EO_SIDE)
+    sb = be8(buf, off + EO_SIDE)
     qty = be32(buf, off + EO_QTY)
     loc = be16(buf, off + EO_LOCATE)
     price = be64(buf, off + EO_PRICE)
     tif = be8(buf, off + EO_TIF)
     typ = be8(buf, off + EO_TYPE)
-    side = 0 if s == 66 else (1 if s == 83 else -1)
+    side = 0 if sb == 66 else (1 if sb == 83 else -1)
     is_market = typ == TYPE_MARKET
-    if (side < 0 or qty == 0 or loc < 1 or loc > e.meta[M_MAX_INSTR]
+    if (side < 0 or qty == 0 or loc < 1 or loc > e[H_MAX_INSTR]
             or (tif != TIF_DAY and tif != TIF_IOC)
             or (not is_market and (typ != TYPE_LIMIT or price <= 0 or price > MAX_PRICE))):
-        e.counters[C_REJ_FIELD] += 1
+        e[C_REJ_FIELD] += 1
         return o, ST_BAD_FIELD
-    if ht_find(e.ht, e.meta[M_HT_MASK], e.meta[M_HT_SHIFT], uref) >= 0:
-        e.counters[C_REJ_DUP] += 1
+    if _find(e, uref) >= 0:
+        e[C_REJ_DUP] += 1
         return o, ST_DUP_REF
-    e.counters[C_ENTERED] += 1
+    e[C_ENTERED] += 1
     return _aggress(e, out, o, loc, side, uref, qty, price, tif, is_market)
 
 
 @njit(**_K)
-def _delete(e, out, o, slot):
-    bs, i = _level_of(e, slot)
-    _unlink(e, slot, bs, i)
-    o = _out_delete(e, out, o, e.orders[slot, R_LOCATE], e.orders[slot, R_OREF])
-    ht_remove(e.ht, e.meta[M_HT_MASK], e.meta[M_HT_SHIFT], e.orders[slot, R_UREF])
-    _free_slot(e, slot)
-    e.counters[C_DELETED] += 1
+def _delete(e, out, o, s):
+    sb, i = _level_of(e, s)
+    _unlink(e, s, sb, i)
+    os_ = _slot(s)
+    o = _out_delete(e, out, o, e[os_ + R_LOCATE], e[os_ + R_OREF])
+    ht_remove(e, e[H_HT], e[H_HT_MASK], e[H_HT_BITS], e[os_ + R_UREF])
+    _free_slot(e, s)
+    e[C_DELETED] += 1
     return o
 
 
 @njit(**_K)
-def _reduce(e, out, o, slot, new_qty):
+def _reduce(e, out, o, s, new_qty):
     """Partial cancel in place (keeps priority): ITCH 'X'."""
-    bs, i = _level_of(e, slot)
-    d = e.orders[slot, R_QTY] - new_qty
-    e.orders[slot, R_QTY] = new_qty
-    e.lv_qty[bs, i] -= d
-    e.counters[C_REDUCED] += 1
-    return _out_cancel(e, out, o, e.orders[slot, R_LOCATE], e.orders[slot, R_OREF], d)
+    sb, i = _level_of(e, s)
+    os_ = _slot(s)
+    d = e[os_ + R_QTY] - new_qty
+    e[os_ + R_QTY] = new_qty
+    e[sb + SIDE_HEAD + LEVEL_WORDS * i + LV_QTY] -= d
+    e[C_REDUCED] += 1
+    return _out_cancel(e, out, o, e[os_ + R_LOCATE], e[os_ + R_OREF], d)
 
 
 @njit(**_K)
 def _cancel(e, buf, off, out, o):
     uref = be32(buf, off + EX_USER_REF)
     qty = be32(buf, off + EX_QTY)
-    slot = ht_find(e.ht, e.meta[M_HT_MASK], e.meta[M_HT_SHIFT], uref)
-    if slot < 0:
-        e.counters[C_REJ_UNKNOWN] += 1
+    s = _find(e, uref)
+    if s < 0:
+        e[C_REJ_UNKNOWN] += 1
         return o, ST_UNKNOWN_REF
-    e.counters[C_CANCEL_MSGS] += 1
+    e[C_CANCEL_MSGS] += 1
     if qty == 0:
-        return _delete(e, out, o, slot), ST_OK
-    if qty < e.orders[slot, R_QTY]:
-        return _reduce(e, out, o, slot, qty), ST_OK
-    e.counters[C_CANCEL_NOOP] += 1
+        return _delete(e, out, o, s), ST_OK
+    if qty < e[_slot(s) + R_QTY]:
+        return _reduce(e, out, o, s, qty), ST_OK
+    e[C_CANCEL_NOOP] += 1
     return o, ST_OK
+
+
+@njit(**_K)
+def _rekey(e, s, old, uref):
+    if uref != old:
+        ht, mask, bits = e[H_HT], e[H_HT_MASK], e[H_HT_BITS]
+        ht_remove(e, ht, mask, bits, old)
+        ht_insert(e, ht, mask, bits, uref, s)
+        e[_slot(s) + R_UREF] = uref
 
 
 @njit(**_K)
@@ -534,69 +585,63 @@ def _replace(e, buf, off, out, o):
     uref = be32(buf, off + EU_USER_REF)
     qty = be32(buf, off + EU_QTY)
     price = be64(buf, off + EU_PRICE)
-    mask = e.meta[M_HT_MASK]
-    shift = e.meta[M_HT_SHIFT]
-    slot = ht_find(e.ht, mask, shift, old)
-    if slot < 0:
-        e.counters[C_REJ_UNKNOWN] += 1
+    s = _find(e, old)
+    if s < 0:
+        e[C_REJ_UNKNOWN] += 1
         return o, ST_UNKNOWN_REF
     if price <= 0 or price > MAX_PRICE:
-        e.counters[C_REJ_FIELD] += 1
+        e[C_REJ_FIELD] += 1
         return o, ST_BAD_FIELD
-    if uref != old and ht_find(e.ht, mask, shift, uref) >= 0:
-        e.counters[C_REJ_DUP] += 1
+    if uref != old and _find(e, uref) >= 0:
+        e[C_REJ_DUP] += 1
         return o, ST_DUP_REF
     if qty == 0:                                   # replace to nothing: a cancel
-        e.counters[C_REPLACED] += 1
-        return _delete(e, out, o, slot), ST_OK
-    loc = e.orders[slot, R_LOCATE]
-    side = e.orders[slot, R_SIDE]
-    cur = e.orders[slot, R_QTY]
-    if price == e.orders[slot, R_PRICE] and qty <= cur:
+        e[C_REPLACED] += 1
+        return _delete(e, out, o, s), ST_OK
+    os_ = _slot(s)
+    loc = e[os_ + R_LOCATE]
+    side = e[os_ + R_SIDE]
+    cur = e[os_ + R_QTY]
+    if price == e[os_ + R_PRICE] and qty <= cur:
         # keeps its priority: only the size (and the user ref) change
-        e.counters[C_REPLACED] += 1
-        e.counters[C_REPLACE_KEPT] += 1
-        if uref != old:
-            ht_remove(e.ht, mask, shift, old)
-            ht_insert(e.ht, mask, shift, uref, slot)
-            e.orders[slot, R_UREF] = uref
+        e[C_REPLACED] += 1
+        e[C_REPLACE_KEPT] += 1
+        _rekey(e, s, old, uref)
         if qty < cur:
-            o = _reduce(e, out, o, slot, qty)
+            o = _reduce(e, out, o, s, qty)
         return o, ST_OK
     # loses priority.  Crossing the opposite side: delete, then trade as a new order.
-    obs = 2 * loc + (1 - side)
-    n = e.nlev[obs]
+    osb = _side_base(e, loc, 1 - side)
+    n = e[osb + S_NLEV]
     if n > 0:
-        best = e.lv_key[obs, n - 1]                # bids: price, asks: -price
+        best = e[osb + SIDE_HEAD + LEVEL_WORDS * (n - 1) + LV_KEY]   # bids: price, asks: -price
         if (side == SIDE_BUY and price >= -best) or (side == SIDE_SELL and price <= best):
-            e.counters[C_REPLACED] += 1
-            e.counters[C_REPLACE_CROSSED] += 1
-            o = _delete(e, out, o, slot)
-            e.counters[C_DELETED] -= 1             # counted as a replace, not a cancel
+            e[C_REPLACED] += 1
+            e[C_REPLACE_CROSSED] += 1
+            o = _delete(e, out, o, s)
+            e[C_DELETED] -= 1                      # counted as a replace, not a cancel
             return _aggress(e, out, o, loc, side, uref, qty, price, TIF_DAY, False)
-    bs, i = _level_of(e, slot)
+    sb, i = _level_of(e, s)
     key = _key(side, price)
-    if e.nlev[bs] == e.lv_key.shape[1]:
-        # a full side: only possible if the target level exists (the order's own level
-        # may empty, but deciding that first keeps the rule simple)
-        j = level_search(e.lv_key, bs, e.nlev[bs], key)
-        if j >= e.nlev[bs] or e.lv_key[bs, j] != key:
-            e.counters[C_REJ_FULL] += 1
+    m = e[sb + S_NLEV]
+    if m == e[H_L]:
+        # a full side: only if the target level exists (the order's own level may empty,
+        # but deciding that first keeps the rule simple)
+        j = level_search(e, sb + SIDE_HEAD, LEVEL_WORDS, m, key)
+        if j >= m or e[sb + SIDE_HEAD + LEVEL_WORDS * j + LV_KEY] != key:
+            e[C_REJ_FULL] += 1
             return o, ST_FULL
-    _unlink(e, slot, bs, i)
-    e.orders[slot, R_QTY] = qty
-    e.orders[slot, R_PRICE] = price
-    _append(e, slot, bs, key, qty)
-    if uref != old:
-        ht_remove(e.ht, mask, shift, old)
-        ht_insert(e.ht, mask, shift, uref, slot)
-        e.orders[slot, R_UREF] = uref
-    oref = e.orders[slot, R_OREF]
-    new_oref = e.meta[M_NEXT_OREF]
-    e.meta[M_NEXT_OREF] = new_oref + 1
-    e.orders[slot, R_OREF] = new_oref
-    e.counters[C_REPLACED] += 1
-    e.counters[C_REPLACE_MOVED] += 1
+    _unlink(e, s, sb, i)
+    e[os_ + R_QTY] = qty
+    e[os_ + R_PRICE] = price
+    _append(e, s, sb, key, qty)
+    _rekey(e, s, old, uref)
+    oref = e[os_ + R_OREF]
+    new_oref = e[H_NEXT_OREF]
+    e[H_NEXT_OREF] = new_oref + 1
+    e[os_ + R_OREF] = new_oref
+    e[C_REPLACED] += 1
+    e[C_REPLACE_MOVED] += 1
     return _out_replace(e, out, o, loc, oref, new_oref, qty, price), ST_OK
 
 
@@ -605,24 +650,24 @@ def process_entry(e, buf, off, end, out, out_off):
     """Apply the order-entry message at ``buf[off:end]`` and append its ITCH 5.0 output to
     ``out`` at ``out_off`` (MoldUDP64 message blocks).  Returns the new output offset; -1 when
     ``out`` has fewer than ``MIN_ROOM`` bytes free (nothing applied).  The message's status is
-    left in ``e.meta[M_STATUS]`` (see module doc)."""
+    left in ``e[H_STATUS]`` (see module doc)."""
     if out.shape[0] - out_off < MIN_ROOM:
-        e.counters[C_NO_ROOM] += 1
+        e[C_NO_ROOM] += 1
         return -1
-    e.counters[C_MESSAGES] += 1
+    e[C_MESSAGES] += 1
     if end - off < 1:
-        e.counters[C_REJ_TRUNC] += 1
-        e.meta[M_STATUS] = ST_TRUNCATED
+        e[C_REJ_TRUNC] += 1
+        e[H_STATUS] = ST_TRUNCATED
         return out_off
     t = buf[off]
     n = ENTRY_LEN[t]
     if n == 0:
-        e.counters[C_REJ_TYPE] += 1
-        e.meta[M_STATUS] = ST_UNKNOWN_TYPE
+        e[C_REJ_TYPE] += 1
+        e[H_STATUS] = ST_UNKNOWN_TYPE
         return out_off
     if end - off < n:
-        e.counters[C_REJ_TRUNC] += 1
-        e.meta[M_STATUS] = ST_TRUNCATED
+        e[C_REJ_TRUNC] += 1
+        e[H_STATUS] = ST_TRUNCATED
         return out_off
     if t == 79:                                    # 'O': the most common first
         o, st = _enter(e, buf, off, out, out_off)
@@ -630,7 +675,7 @@ def process_entry(e, buf, off, end, out, out_off):
         o, st = _cancel(e, buf, off, out, out_off)
     else:                                          # 'U'
         o, st = _replace(e, buf, off, out, out_off)
-    e.meta[M_STATUS] = st
+    e[H_STATUS] = st
     return o
 
 
@@ -642,9 +687,9 @@ def process_stream(e, buf, off, end, out, out_off):
     while off < end:
         n = ENTRY_LEN[buf[off]]
         if n == 0:
-            e.counters[C_MESSAGES] += 1
-            e.counters[C_REJ_TYPE] += 1
-            e.meta[M_STATUS] = ST_UNKNOWN_TYPE
+            e[C_MESSAGES] += 1
+            e[C_REJ_TYPE] += 1
+            e[H_STATUS] = ST_UNKNOWN_TYPE
             break
         o = process_entry(e, buf, off, end, out, out_off)
         if o < 0:
@@ -656,18 +701,19 @@ def process_stream(e, buf, off, end, out, out_off):
 
 @njit(**_K)
 def set_clock(e, ns_since_midnight):
-    e.meta[M_CLOCK] = ns_since_midnight
+    e[H_CLOCK] = ns_since_midnight
 
 
 @njit(**_K)
 def best(e, locate, side):
     """(price, shares, orders) of the best level of one side; (0, 0, 0) when empty."""
-    bs = 2 * locate + side
-    n = e.nlev[bs]
+    sb = _side_base(e, locate, side)
+    n = e[sb + S_NLEV]
     if n == 0:
         return np.int64(0), np.int64(0), np.int64(0)
-    k = e.lv_key[bs, n - 1]
-    return (k if side == SIDE_BUY else -k), e.lv_qty[bs, n - 1], e.lv_count[bs, n - 1]
+    v = sb + SIDE_HEAD + LEVEL_WORDS * (n - 1)
+    k = e[v + LV_KEY]
+    return (k if side == SIDE_BUY else -k), e[v + LV_QTY], e[v + LV_COUNT]
 
 
 # --- setup ---------------------------------------------------------------------------------
@@ -675,71 +721,86 @@ def default_symbol(locate: int) -> str:
     return f"S{locate:05d}"
 
 
+def engine_layout(max_instruments: int, max_orders: int, max_levels: int) -> dict[str, int]:
+    """Region offsets (words) of an engine state with these sizes."""
+    cap, bits = ht_geometry(max_orders)
+    ht = ORDERS + ORDER_WORDS * max_orders
+    free = ht + 2 * cap
+    symbols = free + max_orders
+    sides = (symbols + max_instruments + 1 + 7) // 8 * 8
+    side_words = SIDE_HEAD + LEVEL_WORDS * max_levels
+    words = sides + 2 * (max_instruments + 1) * side_words
+    return dict(ht=ht, free=free, symbols=symbols, sides=sides, side_words=side_words,
+                words=words, ht_capacity=cap, ht_bits=bits)
+
+
 class MatchingEngine:
-    """Allocates the engine's arrays: ``max_instruments`` books (locates 1..max_instruments),
-    at most ``max_orders`` resting orders and ``max_levels`` price levels per side.  ``symbols``
-    maps a locate to its ITCH stock symbol (default ``S00001`` ...).  Setup only: the kernels
-    take ``self.arrays``."""
+    """Allocates the engine's state (one int64 array, ``self.state``, the kernels' ``e``):
+    ``max_instruments`` books (locates 1..max_instruments), at most ``max_orders`` resting
+    orders and ``max_levels`` price levels per side.  ``symbols`` maps a locate to its ITCH
+    stock symbol (default ``S00001`` ...).  Setup only."""
 
     def __init__(self, max_instruments: int, max_orders: int, max_levels: int = 256,
                  symbols: dict[int, str] | None = None):
         if max_instruments < 1 or max_orders < 1 or max_levels < 1 or max_instruments > 65535:
             raise ValueError("MatchingEngine: max_instruments in 1..65535, max_orders and "
                              "max_levels >= 1")
-        cap, shift = ht_geometry(max_orders)
-        sides = 2 * (max_instruments + 1)
-        syms = np.zeros(max_instruments + 1, dtype=np.int64)
+        lay = engine_layout(max_instruments, max_orders, max_levels)
+        e = aligned_zeros(lay["words"])
+        e[H_MAGIC] = ENGINE_MAGIC
+        e[H_WORDS] = lay["words"]
+        e[H_HT] = lay["ht"]
+        e[H_FREE] = lay["free"]
+        e[H_SIDES] = lay["sides"]
+        e[H_SIDE_WORDS] = lay["side_words"]
+        e[H_L] = max_levels
+        e[H_HT_MASK] = lay["ht_capacity"] - 1
+        e[H_HT_BITS] = lay["ht_bits"]
+        e[H_MAX_ORDERS] = max_orders
+        e[H_MAX_INSTR] = max_instruments
+        e[H_FREE_TOP] = max_orders
+        e[H_NEXT_OREF] = 1
+        e[H_SYMBOLS] = lay["symbols"]
+        ht_clear(e, lay["ht"], lay["ht_capacity"])
+        e[lay["free"]:lay["free"] + max_orders] = np.arange(max_orders - 1, -1, -1)
         for loc in range(1, max_instruments + 1):
             name = (symbols or {}).get(loc) or default_symbol(loc)
-            syms[loc] = I.symbol(name)
-        meta = np.zeros(N_META, dtype=np.int64)
-        meta[M_HT_MASK] = cap - 1
-        meta[M_HT_SHIFT] = shift
-        meta[M_MAX_INSTR] = max_instruments
-        meta[M_FREE_TOP] = max_orders
-        meta[M_NEXT_OREF] = 1
-        orders = np.zeros((max_orders, 8), dtype=np.int64)
-        shape = (sides, max_levels)
+            e[lay["symbols"] + loc] = I.symbol(name)
         self.max_instruments = max_instruments
         self.max_orders = max_orders
         self.max_levels = max_levels
-        self.arrays = EngineArrays(
-            orders=orders, ht=ht_new(cap),
-            free=np.arange(max_orders - 1, -1, -1, dtype=np.int64),
-            lv_key=np.zeros(shape, np.int64), lv_qty=np.zeros(shape, np.int64),
-            lv_count=np.zeros(shape, np.int64), lv_head=np.full(shape, -1, np.int64),
-            lv_tail=np.full(shape, -1, np.int64), nlev=np.zeros(sides, np.int64),
-            symbols=syms, counters=np.zeros(N_COUNTERS, np.int64), meta=meta)
+        self.layout = lay
+        self.state = e
 
     def counters(self) -> dict[str, int]:
-        c = self.arrays.counters
-        return {name: int(c[i]) for i, name in enumerate(COUNTER_NAMES)}
+        return {name: int(self.state[COUNTERS + i]) for i, name in enumerate(COUNTER_NAMES)}
 
     @property
     def status(self) -> int:
-        return int(self.arrays.meta[M_STATUS])
+        return int(self.state[H_STATUS])
 
     @property
     def open_orders(self) -> int:
-        return int(self.arrays.meta[M_OPEN])
+        return int(self.state[H_OPEN])
 
     def set_clock(self, ns_since_midnight: int) -> None:
-        self.arrays.meta[M_CLOCK] = ns_since_midnight
+        self.state[H_CLOCK] = ns_since_midnight
 
-    def book(self, locate: int, side: int) -> list[list[tuple[int, int, int]]]:
-        """One side's levels, best first, each a list of (itch order ref, user ref, qty) in
-        time priority (Python lists: for tests and tools)."""
-        a = self.arrays
-        bs = 2 * locate + side
+    def book(self, locate: int, side: int) -> list:
+        """One side's levels, best first: [(price, [(itch order ref, user ref, qty), ...] in
+        time priority)] (Python lists: for tests and tools)."""
+        e = self.state
+        sb = int(e[H_SIDES]) + (2 * locate + side) * int(e[H_SIDE_WORDS])
         levels = []
-        for i in range(int(a.nlev[bs]) - 1, -1, -1):
+        for i in range(int(e[sb + S_NLEV]) - 1, -1, -1):
+            v = sb + SIDE_HEAD + LEVEL_WORDS * i
             q = []
-            s = int(a.lv_head[bs, i])
+            s = int(e[v + LV_HEAD])
             while s >= 0:
-                q.append((int(a.orders[s, R_OREF]), int(a.orders[s, R_UREF]),
-                          int(a.orders[s, R_QTY])))
-                s = int(a.orders[s, R_NEXT])
-            k = int(a.lv_key[bs, i])
+                os_ = ORDERS + ORDER_WORDS * s
+                q.append((int(e[os_ + R_OREF]), int(e[os_ + R_UREF]), int(e[os_ + R_QTY])))
+                s = int(e[os_ + R_NEXT])
+            k = int(e[v + LV_KEY])
             levels.append((k if side == SIDE_BUY else -k, q))
         return levels
 
@@ -748,7 +809,7 @@ class MatchingEngine:
         if out is None:
             out = np.zeros(1 << 16, dtype=np.uint8)
         buf = np.frombuffer(msg, dtype=np.uint8)
-        n = process_entry(self.arrays, buf, 0, buf.shape[0], out, 0)
+        n = process_entry(self.state, buf, 0, buf.shape[0], out, 0)
         if n < 0:
             raise ValueError("output buffer too small")
         return out[:n].tobytes()
@@ -765,7 +826,7 @@ def blocks(data: bytes):
 
 
 __all__ = [
-    "MatchingEngine", "EngineArrays", "process_entry", "process_stream", "set_clock", "best",
+    "MatchingEngine", "engine_layout", "process_entry", "process_stream", "set_clock", "best",
     "enter_order", "replace_order", "cancel_order", "put_enter", "put_replace", "put_cancel",
     "ENTRY_MESSAGES", "ENTRY_LEN", "COUNTER_NAMES", "STATUS_NAMES", "MIN_ROOM", "FILL_ROOM",
     "blocks",

@@ -287,7 +287,9 @@ def generate(n_ops, n_instr=128, seed=1, max_orders=1 << 16, target_open=24):
 
 
 # --- the kernels' side -----------------------------------------------------------------------
-@njit(cache=True)
+# Not cache=True: these loops inline the kernels, and Numba keys a cached function by its own
+# file only, so a cached copy would outlive an edit of engine/book.py.
+@njit
 def _digest(b, loc, side, scratch):
     n = depth(b, loc, side, scratch.shape[0], scratch)
     d = 0
@@ -296,7 +298,7 @@ def _digest(b, loc, side, scratch):
     return d, n
 
 
-@njit(cache=True)
+@njit
 def apply_op(b, op):
     k = op[K_]
     if k == ADD:
@@ -310,7 +312,7 @@ def apply_op(b, op):
     return book_replace(b, op[REF_], op[REF2_], op[SH_], op[PX_])
 
 
-@njit(cache=True)
+@njit
 def run_and_record(b, ops, lo, hi, rec, scratch, n_instr):
     for i in range(lo, hi):
         op = ops[i]
@@ -327,7 +329,7 @@ def run_and_record(b, ops, lo, hi, rec, scratch, n_instr):
         r[16] = level_count(b, sl, 1)
 
 
-@njit(cache=True)
+@njit
 def run_plain(b, ops):
     bad = 0
     for i in range(ops.shape[0]):
@@ -399,7 +401,7 @@ def test_book_matches_reference_after_every_message(stream):
     ops, rec, ref_book, checkpoints = stream
     n_instr = 128
     bk = Books(n_instr, max_orders=1 << 16, max_levels=512)
-    b = bk.arrays
+    b = bk.state
     got = np.zeros_like(rec)
     scratch = np.zeros((512, 3), dtype=np.int64)
     lo = 0
@@ -417,7 +419,8 @@ def test_book_matches_reference_after_every_message(stream):
     for ref, (loc, side, px, sh) in list(ref_book.orders.items())[:2000]:
         assert order_shares(b, ref) == sh
     c = bk.counters()
-    assert c["level_evicted"] == 0 and c["hidden_add"] == 0 and not b.hidden.any()
+    assert c["level_evicted"] == 0 and c["hidden_add"] == 0
+    assert not any(bk.hidden(loc, s) for loc in range(1, n_instr + 1) for s in (0, 1))
     st = rec[:, 0]
     assert c["unknown_ref"] == (st == B.ST_UNKNOWN_REF).sum()
     assert c["dup_ref"] == (st == B.ST_DUP_REF).sum()
@@ -428,7 +431,7 @@ def test_book_matches_reference_after_every_message(stream):
 # --- edge cases ------------------------------------------------------------------------------
 def small(levels=8, orders=16, instr=4):
     bk = Books(instr, max_orders=orders, max_levels=levels)
-    return bk, bk.arrays
+    return bk, bk.state
 
 
 def test_execute_more_than_remains_clamps_and_removes():
@@ -448,7 +451,7 @@ def test_execute_more_than_remains_clamps_and_removes():
 def test_unknown_refs_and_bad_arguments_change_nothing():
     bk, b = small()
     book_add(b, 2, 1, 0, 100, 900)
-    before = [a.copy() for a in b]
+    before = b.copy()
     assert book_execute(b, 99, 10) == B.ST_UNKNOWN_REF
     assert book_cancel(b, 99, 10) == B.ST_UNKNOWN_REF
     assert book_delete(b, 99) == B.ST_UNKNOWN_REF
@@ -460,10 +463,9 @@ def test_unknown_refs_and_bad_arguments_change_nothing():
     assert book_add(b, 1, 5, 0, 0, 900) == B.ST_BAD_ARG
     assert book_execute(b, 1, 0) == B.ST_BAD_ARG
     assert book_add(b, 2, 1, 1, 10, 950) == B.ST_DUP_REF
-    after = list(b)
-    for name, x, y in zip(B.BookArrays._fields, before, after):
-        if name != "counters":
-            assert np.array_equal(x, y), name
+    outside = np.ones(b.size, dtype=bool)
+    outside[B.COUNTERS:B.COUNTERS + B.N_COUNTERS] = False
+    assert np.array_equal(before[outside], b[outside])
     c = bk.counters()
     assert c["unknown_ref"] == 4 and c["bad_locate"] == 2 and c["bad_arg"] == 4
     assert c["dup_ref"] == 1
@@ -581,7 +583,7 @@ NRT_SCRIPT = textwrap.dedent("""
     from engine.book import Books
     import test_book as T
     ops, _, _, _ = T.generate(60000, n_instr=32, seed=3)
-    T.run_plain(Books(32, 16, 8).arrays, ops[:0])      # compile first: NRT starts with it
+    T.run_plain(Books(32, 16, 8).state, ops[:0])      # compile first: NRT starts with it
 
     def stats():
         s = rtsys.get_allocation_stats()
@@ -590,7 +592,7 @@ NRT_SCRIPT = textwrap.dedent("""
     def rnd(n):
         bk = Books(32, 1 << 14, 256)
         before = stats()
-        T.run_plain(bk.arrays, ops[:n])
+        T.run_plain(bk.state, ops[:n])
         return [a - b for a, b in zip(stats(), before)]
     rnd(100)
     print(json.dumps({"small": rnd(5000), "large": rnd(60000)}))
@@ -608,7 +610,7 @@ def test_book_kernels_make_no_nrt_allocations():
 
 
 # --- the ITCH glue ---------------------------------------------------------------------------
-@njit(cache=True)
+@njit
 def encode_ops(ops, out):
     """The op stream as ITCH 5.0 messages in MoldUDP64 message blocks (u16 length + message),
     written with parsers.itch's encoders."""
@@ -648,11 +650,10 @@ def test_apply_itch_blocks_equals_the_kernels_called_directly(stream):
     out = np.zeros(40 * len(ops), dtype=np.uint8)
     n = encode_ops(ops, out)
     direct = Books(128, 1 << 16, 512)
-    run_plain(direct.arrays, ops)
+    run_plain(direct.state, ops)
     via = Books(128, 1 << 16, 512)
-    assert B.apply_itch_blocks(via.arrays, out, 0, n) == n
-    for name, x, y in zip(B.BookArrays._fields, direct.arrays, via.arrays):
-        assert np.array_equal(x, y), name
+    assert B.apply_itch_blocks(via.state, out, 0, n) == n
+    assert np.array_equal(direct.state, via.state)
     assert all_levels(via, 128) == checkpoints[len(ops)]
 
 

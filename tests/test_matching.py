@@ -311,7 +311,7 @@ def generate(n_msgs, n_instr=48, seed=1, max_orders=1 << 30, max_levels=1 << 30)
     return msgs, expect, ref
 
 
-@njit(cache=True)
+@njit          # not cache=True: a cached copy would outlive an edit of engine/matching.py
 def run_engine(e, buf, starts, out, ends, status):
     """Every message from buf (one at starts[i] .. starts[i+1]); records output end and
     status per message."""
@@ -319,7 +319,7 @@ def run_engine(e, buf, starts, out, ends, status):
     for i in range(starts.shape[0] - 1):
         o = process_entry(e, buf, starts[i], starts[i + 1], out, o)
         ends[i] = o
-        status[i] = e.meta[M.M_STATUS]
+        status[i] = e[M.H_STATUS]
     return o
 
 
@@ -330,7 +330,7 @@ def run_messages(engine, msgs, out_size=None):
     out = np.zeros(out_size or (200 * len(msgs) + 4096), dtype=np.uint8)
     ends = np.zeros(len(msgs), dtype=np.int64)
     status = np.zeros(len(msgs), dtype=np.int64)
-    n = run_engine(engine.arrays, buf, starts, out, ends, status)
+    n = run_engine(engine.state, buf, starts, out, ends, status)
     assert n >= 0
     return out[:n].tobytes(), ends, status
 
@@ -547,10 +547,10 @@ def test_output_room():
         ev(e, enter_order(u, "S", 1, 1, 10000 + u))
     out = np.zeros(M.MIN_ROOM - 1, dtype=np.uint8)
     buf = np.frombuffer(enter_order(500, "B", 300, 1, 20000), dtype=np.uint8)
-    assert process_entry(e.arrays, buf, 0, buf.size, out, 0) == -1
+    assert process_entry(e.state, buf, 0, buf.size, out, 0) == -1
     assert e.counters()["no_room"] == 1 and e.open_orders == 200
     out = np.zeros(1000, dtype=np.uint8)
-    n = process_entry(e.arrays, buf, 0, buf.size, out, 0)
+    n = process_entry(e.state, buf, 0, buf.size, out, 0)
     fills = [itch_event(m) for m in blocks(out[:n].tobytes())]
     assert e.status == M.ST_OUT_CUT and 0 < len(fills) <= (1000 - M.FILL_ROOM) // 33 + 1
     assert all(f[0] == "E" for f in fills) and e.open_orders == 200 - len(fills)
@@ -564,7 +564,7 @@ def test_process_stream_walks_back_to_back_messages():
     e = MatchingEngine(1, 16, 8)
     buf = np.frombuffer(b"".join(msgs) + b"Z", dtype=np.uint8)
     out = np.zeros(4096, dtype=np.uint8)
-    off, o = process_stream(e.arrays, buf, 0, buf.size, out, 0)
+    off, o = process_stream(e.state, buf, 0, buf.size, out, 0)
     assert off == buf.size - 1 and e.status == M.ST_UNKNOWN_TYPE
     got = [itch_event(m) for m in blocks(out[:o].tobytes())]
     assert got == [("A", 1, 1, "S", 10, 100), ("E", 1, 1, 4, 1), ("X", 1, 1, 3),
@@ -606,7 +606,7 @@ NRT_SCRIPT = textwrap.dedent("""
         ends = np.zeros(n, dtype=np.int64)
         status = np.zeros(n, dtype=np.int64)
         before = stats()
-        T.run_engine(eng.arrays, buf, starts, out, ends, status)
+        T.run_engine(eng.state, buf, starts, out, ends, status)
         return [a - b for a, b in zip(stats(), before)]
     print(json.dumps({"small": rnd(2000), "large": rnd(30000)}))
 """)
@@ -631,7 +631,7 @@ def test_itch_output_rebuilds_the_engine_book(stream):
     out, ends, _ = run_messages(eng, msgs)
     bk = Books(48, 1 << 16, 256)
     buf = np.frombuffer(out, dtype=np.uint8)
-    assert apply_itch_blocks(bk.arrays, buf, 0, buf.size) == buf.size
+    assert apply_itch_blocks(bk.state, buf, 0, buf.size) == buf.size
     c = bk.counters()
     assert c["unknown_ref"] == c["dup_ref"] == c["over_exec"] == c["itch_bad"] == 0
     for loc in range(1, 49):
