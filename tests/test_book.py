@@ -688,3 +688,34 @@ def test_apply_itch_one_message_and_bad_input():
     assert stop == buf.size - 5 and best_bid(b, 1) == (5000, 50, 1)
     c = bk.counters()
     assert c["itch_bad"] == 5 and c["itch_ignored"] == 2 and c["cancels"] == 1
+
+
+def test_the_itch_feed_replays_into_its_own_live_orders():
+    """engine/producers/itch_feed's generated day, applied block by block: the books end with
+    exactly the feed's live orders (every order's shares, every level's aggregate), with no
+    unknown ref, duplicate or over-execution on the way."""
+    from engine.producers import itch_feed as F
+
+    feed = F.Feed(96, seed=5)
+    buf, offsets, stats = feed.generate(400_000)
+    bk = Books(96, max_orders=2 * stats["max_live_orders"] + 16, max_levels=512)
+    assert B.apply_itch_blocks(bk.state, buf, 0, buf.size) == buf.size
+    c = bk.counters()
+    assert c["unknown_ref"] == c["dup_ref"] == c["over_exec"] == c["itch_bad"] == 0, c
+    assert c["hidden_add"] == c["level_evicted"] == 0
+    by_type = stats["by_type"]
+    assert c["adds"] == by_type["A"] + by_type["F"]
+    assert c["executes"] == by_type["E"] + by_type["C"] and c["deletes"] == by_type["D"]
+    assert c["itch_ignored"] == sum(v for k, v in by_type.items() if k not in "AFECXDU")
+    live = feed.live_orders()
+    assert bk.open_orders == len(live)
+    want = {}
+    for o in live:
+        assert order_shares(bk.state, int(o["order_ref"])) == int(o["shares"])
+        side = 0 if o["side"] == ord("B") else 1
+        e = want.setdefault((int(o["locate"]), side), {}).setdefault(int(o["price"]), [0, 0])
+        e[0] += int(o["shares"])
+        e[1] += 1
+    want = {k: [(p, e[0], e[1]) for p, e in sorted(v.items(), reverse=(k[1] == 0))]
+            for k, v in want.items()}
+    assert all_levels(bk, 96) == want
