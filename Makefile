@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/hugering demo
+	$(VENV)/bin/hugering market
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,0 +1,388 @@
+"""``hugering market`` (what ``make demo`` runs): an exchange and two strategies, live.
+
+    order flow ──► ring orders ──► exchange (matching engine) ──► ring feed ──► strategy 0
+      (process)                       (process)                 ITCH 5.0 /   └► strategy 1
+                                                                MoldUDP64      (processes)
+
+Five processes on two fresh rings (hugepages when this user can have them, else POSIX shared
+memory; both removed at the end): the seeded order-entry generator
+(``engine.exchange.OrderFlow``), the matching engine (``engine.exchange.Exchange``), and two
+engine consumers running ``examples/itch_strategy.py`` (order books for every instrument, a
+micro-price / imbalance signal for a watch list).  The terminal shows, refreshed in place,
+the order and ITCH message rates, trades, rejects, each strategy's MoldUDP64 gaps and its
+latency from the exchange's publish to the handler (the engine's histogram), and the top of
+book of the watched instruments as strategy 0 sees it; then a summary.  Exit status 0 when
+both strategies applied every message the exchange published, in order, with no gap.
+
+The processes share one small array (``board``): the exchange's counters, the generator's, and
+each strategy's view (``examples.itch_strategy.V_*``); the latency comes from the feed ring's
+stats region, as ``hugering stat`` reads it.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DURATION = 15.0
+DEFAULT_ORDER_RATE = 100_000          # order-entry messages per second
+PER_FRAME = 4                         # order-entry messages per UDP frame
+INSTRUMENTS = 16
+WATCH = (1, 2, 3, 4)
+STRATEGIES = 2
+
+# board layout (int64 words)
+B_STOP = 0                            # the exchange's stop flag
+B_X = 8                               # engine.exchange X_* words
+B_ENGINE = 24                         # engine.matching counters, COUNTER_NAMES order
+B_GEN = 64                            # engine.exchange G_* words
+B_VIEW = 80                           # strategy s view at B_VIEW + s * view_words
+
+
+def _examples_importable() -> None:
+    """The strategy lives in examples/ (code to copy), next to the package in a checkout."""
+    if (ROOT / "examples" / "itch_strategy.py").is_file() and str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+def _view_words() -> int:
+    _examples_importable()
+    from examples.itch_strategy import view_words
+    return view_words(len(WATCH))
+
+
+def board_words() -> int:
+    return B_VIEW + STRATEGIES * _view_words()
+
+
+def _child_setup() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C belongs to the parent
+    from engine.cli import setup_logging
+    setup_logging()
+    _examples_importable()
+
+
+def _strategy_main(feed, index, board_raw, events, ppid):
+    _child_setup()
+    try:
+        from engine.loop import ConsumerEngine
+        from examples import itch_strategy as S
+        board = np.frombuffer(board_raw, dtype=np.int64)
+        vw = _view_words()
+        view = board[B_VIEW + index * vw:B_VIEW + (index + 1) * vw]
+        state = S.make_state(watch=WATCH, max_instruments=INSTRUMENTS, view=view)
+        eng = ConsumerEngine(feed, name=f"strategy-{index}", handler=S.on_burst,
+                             filter="udp", idle="backoff", max_sleep_us=50, state=state)
+        events.put(("ready", f"strategy {index}", {"pid": os.getpid(), "line": eng.index,
+                                                    "warm_up_s": eng.warm_up_s}))
+        rep = eng.run(handle_signals=False, on_chunk=lambda e: os.getppid() == ppid)
+        d = S.describe(eng.state)
+        eng.close()
+        events.put(("done", f"strategy {index}", {"report": rep, "state": d}))
+    except BaseException as e:
+        events.put(("error", f"strategy {index}", f"{type(e).__name__}: {e}"))
+        raise
+
+
+def _exchange_main(orders, feed, board_raw, events, ppid):
+    _child_setup()
+    try:
+        from engine import exchange as X
+        from engine.matching import COUNTER_NAMES
+        from shm.ring import Ring
+        board = np.frombuffer(board_raw, dtype=np.int64)
+        o, f = Ring.open(orders), Ring.open(feed, writable_slots=True)
+        ex = X.Exchange(o, f, instruments=INSTRUMENTS, stop=board[B_STOP:B_STOP + 1],
+                        idle_sleep_us=20)
+        board[B_STOP] = 1                  # compile the loop: it returns at its first check
+        ex.run()
+        board[B_STOP] = 0
+        events.put(("ready", "exchange", {"pid": os.getpid()}))
+        n = len(COUNTER_NAMES)
+
+        def publish(e):
+            board[B_X:B_X + X.X_WORDS] = e.x
+            c = e.engine.counters()
+            board[B_ENGINE:B_ENGINE + n] = [c[k] for k in COUNTER_NAMES]
+            return os.getppid() == ppid
+        rep = ex.run(on_chunk=publish)
+        publish(ex)
+        ex.close()
+        events.put(("done", "exchange", rep))
+    except BaseException as e:
+        events.put(("error", "exchange", f"{type(e).__name__}: {e}"))
+        raise
+
+
+def _orders_main(orders, board_raw, rate, duration, go, events, ppid):
+    _child_setup()
+    try:
+        from engine import exchange as X
+        from shm.ring import Ring
+        board = np.frombuffer(board_raw, dtype=np.int64)
+        ring = Ring.open(orders, writable_slots=True)
+        of = X.OrderFlow(ring, instruments=INSTRUMENTS, seed=1, per_frame=PER_FRAME)
+        of.run(duration=1e-9)               # compile; publishes nothing
+        events.put(("ready", "order flow", {"pid": os.getpid()}))
+        go.wait(120)
+
+        def stop():
+            board[B_GEN:B_GEN + X.G_WORDS] = of.g
+            return os.getppid() != ppid
+        rep = of.run(rate_fps=rate / PER_FRAME, duration=duration, stop=stop)
+        board[B_GEN:B_GEN + X.G_WORDS] = of.g
+        of.close()
+        events.put(("done", "order flow", rep))
+    except BaseException as e:
+        events.put(("error", "order flow", f"{type(e).__name__}: {e}"))
+        raise
+
+
+class MarketError(RuntimeError):
+    pass
+
+
+def _collect(events, want: set, timeout: float, got: dict) -> None:
+    end = time.monotonic() + timeout
+    while want - set(got):
+        left = end - time.monotonic()
+        if left <= 0:
+            raise MarketError(f"no word from {', '.join(sorted(want - set(got)))} after "
+                              f"{timeout:g} s")
+        try:
+            kind, who, info = events.get(timeout=min(left, 0.5))
+        except Exception:
+            continue
+        if kind == "error":
+            raise MarketError(f"{who}: {info}")
+        got[who] = info
+
+
+def _latency(stats, lines) -> list[dict]:
+    out = []
+    for k in lines:
+        s = stats.snapshot(k) if stats is not None else None
+        out.append(s["latency_ns"] if s else {})
+    return out
+
+
+def _render(board, stats, lines, t0, prev, duration):
+    from rich.console import Group
+    from rich.table import Table
+
+    from engine import exchange as X
+    from engine.matching import COUNTER_NAMES
+    from examples import itch_strategy as S
+    now = time.monotonic()
+    dt = max(now - prev["t"], 1e-9)
+    eng = {k: int(board[B_ENGINE + i]) for i, k in enumerate(COUNTER_NAMES)}
+    msgs_out = int(board[B_X + X.X_MSGS_OUT])
+    orders = int(board[B_GEN + X.G_MESSAGES])
+    rates = {"orders": (orders - prev["orders"]) / dt, "itch": (msgs_out - prev["itch"]) / dt,
+             "fills": (eng["fills"] - prev["fills"]) / dt}
+    prev.update(t=now, orders=orders, itch=msgs_out, fills=eng["fills"])
+    head = Table(title=f"hugering market demo · {now - t0:4.1f} / {duration:g} s",
+                 title_justify="left")
+    for c in ("orders in", "orders/s", "ITCH out", "ITCH msgs/s", "fills", "fills/s",
+              "rejects (late cancels)", "resting"):
+        head.add_column(c, justify="right")
+    head.add_row(f"{orders:,}", f"{rates['orders']:,.0f}", f"{msgs_out:,}",
+                 f"{rates['itch']:,.0f}", f"{eng['fills']:,}", f"{rates['fills']:,.0f}",
+                 f"{eng['rej_unknown_ref']:,}", f"{eng['rested'] - eng['deleted']:,}")
+    st = Table(title="strategies (feed publish -> handler latency)", title_justify="left")
+    for c in ("strategy", "packets", "ITCH applied", "gaps", "signals", "p50", "p99", "p99.9",
+              "max"):
+        st.add_column(c, justify="right")
+    vw = _view_words()
+    for s, lat in enumerate(_latency(stats, lines)):
+        v = board[B_VIEW + s * vw:B_VIEW + (s + 1) * vw]
+        st.add_row(str(s), f"{int(v[S.C_PACKETS]):,}", f"{int(v[S.C_APPLIED]):,}",
+                   f"{int(v[S.C_GAPS]):,}", f"{int(v[S.C_SIGNALS]):,}",
+                   *[_ns(lat.get(q)) for q in ("p50", "p99", "p99_9", "max")])
+    tob = Table(title="top of book (strategy 0)", title_justify="left")
+    for c in ("locate", "bid size", "bid", "ask", "ask size", "micro-price", "imbalance",
+              "signals"):
+        tob.add_column(c, justify="right")
+    v = board[B_VIEW:B_VIEW + vw]
+    for k in range(len(WATCH)):
+        w = S.COUNTER_WORDS + k * S.VIEW_STRIDE
+        tob.add_row(str(int(v[w + S.V_LOCATE])), f"{int(v[w + S.V_BID_SIZE]):,}",
+                    f"{v[w + S.V_BID] / 1e4:,.2f}", f"{v[w + S.V_ASK] / 1e4:,.2f}",
+                    f"{int(v[w + S.V_ASK_SIZE]):,}", f"{v[w + S.V_MICRO] / 1e4:,.4f}",
+                    f"{v[w + S.V_IMBALANCE] / 1e4:+.2f}", f"{int(v[w + S.V_SIGNAL]):,}")
+    return Group(head, st, tob)
+
+
+def _ns(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1e3:,.1f} us" if v >= 10_000 else f"{v:,} ns"
+
+
+def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_ORDER_RATE,
+               json_out: bool = False, live: bool | None = None) -> int:
+    """The whole demo; returns the exit status."""
+    from engine.stats import StatsRegion
+    from engine.stats import remove as remove_stats
+    from shm.ring import Ring
+    _examples_importable()
+    pid = os.getpid()
+    names = (f"market-orders-{pid}", f"market-feed-{pid}")
+    ctx = mp.get_context("spawn")
+    board_raw = ctx.RawArray("q", board_words())
+    board = np.frombuffer(board_raw, dtype=np.int64)
+    events, go = ctx.Queue(), ctx.Event()
+    rings, procs = [], []
+    t_start = time.monotonic()
+    out = sys.stderr
+    if live is None:
+        live = out.isatty() and not json_out
+    try:
+        rings.append(Ring.create(names[0], slots=4096, slot_size=256, full_policy="wait"))
+        rings.append(Ring.create(names[1], slots=16384, slot_size=2048, full_policy="wait"))
+        where = "hugetlbfs" if rings[1].backing.kind == 0 else "POSIX shared memory"
+        print(f"hugering market: rings {names[0]}, {names[1]} ({where}); compiling "
+              "(the first run takes a minute, later ones a few seconds) ...", file=out,
+              flush=True)
+        for s in range(STRATEGIES):
+            procs.append(ctx.Process(target=_strategy_main, name=f"strategy-{s}",
+                                     args=(names[1], s, board_raw, events, pid)))
+        procs.append(ctx.Process(target=_exchange_main, name="exchange",
+                                 args=(names[0], names[1], board_raw, events, pid)))
+        procs.append(ctx.Process(target=_orders_main, name="order-flow",
+                                 args=(names[0], board_raw, order_rate, duration, go, events,
+                                       pid)))
+        for p in procs:
+            p.start()
+        ready: dict = {}
+        _collect(events, {f"strategy {s}" for s in range(STRATEGIES)} | {"exchange",
+                                                                         "order flow"},
+                 600, ready)
+        lines = [ready[f"strategy {s}"]["line"] for s in range(STRATEGIES)]
+        stats = StatsRegion.open_existing(rings[1])
+        print(f"hugering market: ready in {time.monotonic() - t_start:.1f} s; "
+              f"{order_rate:,.0f} orders/s for {duration:g} s", file=out, flush=True)
+        go.set()
+        t0 = time.monotonic()
+        prev = {"t": t0, "orders": 0, "itch": 0, "fills": 0}
+        done: dict = {}
+        if live:
+            from rich.console import Console
+            from rich.live import Live
+            with Live(_render(board, stats, lines, t0, prev, duration),
+                      console=Console(file=out), auto_refresh=False) as lv:
+                while "order flow" not in done:
+                    _poll(events, done, 0.5)
+                    lv.update(_render(board, stats, lines, t0, prev, duration), refresh=True)
+        else:
+            last = t0
+            while "order flow" not in done:
+                _poll(events, done, 0.5)
+                if time.monotonic() - last >= 5 and not json_out:
+                    last = time.monotonic()
+                    print(f"  {last - t0:4.1f} s: orders {int(board[B_GEN + 6]):,}, ITCH out "
+                          f"{int(board[B_X + 3]):,}", file=out, flush=True)
+        # drain: the exchange has published everything once its input ring is empty; the
+        # strategies have read everything once the feed ring's consumers caught up
+        _drain(rings, 20)
+        board[B_STOP] = 1
+        _collect(events, {"exchange"}, 30, done)
+        _drain(rings[1:], 20)
+        for k in lines:
+            stats.request_stop(k)
+        _collect(events, {f"strategy {s}" for s in range(STRATEGIES)}, 30, done)
+        for p in procs:
+            p.join(10)
+        result = _summary(done, board, duration)
+        if json_out:
+            print(json.dumps(result))
+        else:
+            print(_summary_text(result), flush=True)
+        stats.close()
+        return 0 if result["ok"] else 1
+    except KeyboardInterrupt:
+        print("hugering market: interrupted", file=out)
+        return 130
+    finally:
+        board[B_STOP] = 1
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+        for r in rings:
+            n = r.name
+            r.close()
+            Ring.remove(n)
+            remove_stats(n)
+
+
+def _poll(events, done, timeout):
+    try:
+        kind, who, info = events.get(timeout=timeout)
+    except Exception:
+        return
+    if kind == "error":
+        raise MarketError(f"{who}: {info}")
+    done[who] = info
+
+
+def _drain(rings, timeout):
+    from shm import layout as L
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        lagging = False
+        for r in rings:
+            head = int(r.ctrl[L.P_CURSOR])
+            for k in range(r.max_consumers):
+                base = L.C_BASE + k * L.C_WORDS
+                if int(r.ctrl[base + L.C_STATE]) == L.CONSUMER_ACTIVE and \
+                        int(r.ctrl[base + L.C_CURSOR]) < head:
+                    lagging = True
+        if not lagging:
+            return
+        time.sleep(0.02)
+
+
+def _summary(done, board, duration) -> dict:
+    ex = done["exchange"]
+    strategies = []
+    ok = True
+    for s in range(STRATEGIES):
+        d = done[f"strategy {s}"]
+        st, rep = d["state"], d["report"]
+        strategies.append({"applied": st["applied"], "gaps": st["gaps"],
+                           "duplicates": st["duplicates"], "signals": st["signals"],
+                           "received": rep["received"], "lost": rep["lost"],
+                           "latency_ns": rep["latency_ns"], "watch": st["watch"]})
+        ok &= (st["applied"] == ex["messages_out"] and st["gaps"] == 0 and rep["lost"] == 0)
+    return {"ok": ok, "duration_s": duration, "order_flow": done["order flow"],
+            "exchange": {k: v for k, v in ex.items() if k != "engine"},
+            "matching": ex["engine"], "strategies": strategies}
+
+
+def _summary_text(r: dict) -> str:
+    of, ex, m = r["order_flow"], r["exchange"], r["matching"]
+    lines = [f"order flow   {of['messages']:,} messages in {of['frames']:,} frames "
+             f"({of['entered']:,} limit, {of['market_ioc']:,} market/IOC, {of['cancels']:,} "
+             f"cancels, {of['replaces']:,} replaces)",
+             f"exchange     {ex['entries_in']:,} entries -> {ex['messages_out']:,} ITCH messages "
+             f"in {ex['packets_out']:,} MoldUDP64 packets; {m['fills']:,} fills, "
+             f"{m['rej_unknown_ref']:,} late cancels/replaces rejected"]
+    for s, st in enumerate(r["strategies"]):
+        lat = st["latency_ns"]
+        lines.append(f"strategy {s}   applied {st['applied']:,} ITCH messages, gaps "
+                     f"{st['gaps']}, lost {st['lost']}, signals {st['signals']:,}; latency "
+                     f"p50 {_ns(lat['p50'])} p99 {_ns(lat['p99'])} p99.9 {_ns(lat['p99_9'])}")
+    lines.append("ok: every strategy applied every published message, in order" if r["ok"]
+                 else "NOT OK: a strategy missed messages (see above)")
+    return "\n".join(lines)

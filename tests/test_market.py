@@ -1,0 +1,87 @@
+"""The exchange pipeline: order flow -> matching engine -> ITCH/MoldUDP64 feed -> strategies
+(engine/exchange.py, examples/itch_strategy.py) and ``hugering market`` (``make demo``)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine import book as BK
+from engine import exchange as X
+from engine import matching as MX
+from shm import layout as L
+from shm.ring import Ring
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_strategy_books_equal_the_matching_engines_books(ring_name):
+    """Everything the exchange publishes reaches the strategy in order, and the books the
+    strategy rebuilds from the ITCH feed equal the matching engine's own books, instrument
+    by instrument, level by level."""
+    from engine.exchange import Exchange, OrderFlow
+    from engine.loop import ConsumerEngine
+    sys.path.insert(0, str(ROOT))
+    from examples import itch_strategy as S
+    orders = Ring.create(ring_name + ".o", slots=4096, slot_size=256, full_policy="wait")
+    feed = Ring.create(ring_name + ".f", slots=1 << 14, slot_size=2048, full_policy="wait")
+    state = S.make_state(watch=(1, 2, 3, 4), max_instruments=8)
+    eng = ConsumerEngine(feed, name="strategy", handler=S.on_burst, filter="udp", state=state)
+    ex = Exchange(orders, feed, instruments=8)
+    of = OrderFlow(orders, instruments=8, seed=7, per_frame=4)
+    th = threading.Thread(target=ex.run, kwargs={"duration": 300})
+    th.start()
+    try:
+        gen = of.run(frames=20000)
+        # the exchange drains the orders ring, then the strategy reads all it published
+        deadline = time.monotonic() + 300
+        while int(orders.ctrl[L.P_CURSOR]) != ex.consumer.cursor:
+            assert time.monotonic() < deadline and th.is_alive()
+            time.sleep(0.01)
+        while eng.run(duration=0.2)["received"] < int(ex.x[X.X_PACKETS_OUT]):
+            assert time.monotonic() < deadline
+    finally:
+        ex.stop[0] = 1
+        th.join(60)
+    rep = eng.run(duration=0.5)
+    x = ex.report()
+    assert gen["messages"] == 80000 == x["entries_in"] and x["bad_frames"] == 0
+    books, tracker, header, counters, watch, view = eng.state
+    assert counters[S.C_APPLIED] == x["messages_out"] > 80000 * 0.9
+    assert counters[S.C_GAPS] == 0 and counters[S.C_DUPLICATES] == 0 and rep["lost"] == 0
+    assert x["engine"]["fills"] > 0 and x["engine"]["rej_unknown_ref"] > 0
+    e = ex.engine.state
+    out_b = np.zeros((300, 3), np.int64)
+    for loc in range(1, 9):
+        for side, bside in ((MX.SIDE_BUY, BK.SIDE_BID), (MX.SIDE_SELL, BK.SIDE_ASK)):
+            want = ex.engine.book(loc, side)            # [[(price, qty, orders)], ...]
+            n = BK.depth(books, loc, ord("B") if side == MX.SIDE_BUY else ord("S"), 300, out_b)
+            got = [tuple(int(v) for v in out_b[j]) for j in range(n)]
+            want_levels = [(price, sum(q for _, _, q in queue), len(queue))
+                           for price, queue in want]
+            assert got == want_levels, (loc, side)
+    for r in (orders, feed):
+        r.close()
+
+
+def test_market_demo_runs_clean():
+    p = subprocess.run([sys.executable, "-m", "engine.cli", "market", "--duration", "3",
+                        "--order-rate", "40k", "--json"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=900)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["ok"]
+    published = r["exchange"]["messages_out"]
+    assert published > 0.9 * r["order_flow"]["messages"] > 0
+    for s in r["strategies"]:
+        assert s["applied"] == published and s["gaps"] == 0 and s["lost"] == 0
+        assert s["latency_ns"]["count"] > 0
+    names = os.listdir("/dev/shm") + (os.listdir("/dev/hugepages")
+                                      if os.path.isdir("/dev/hugepages") else [])
+    assert not [n for n in names if "market-" in n]                 # rings removed
