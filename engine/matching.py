@@ -185,7 +185,7 @@ def cancel_order(user_ref, quantity=0) -> bytes:
     return _pack("X", dict(user_ref=user_ref, quantity=quantity))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def put_enter(buf, off, user_ref, side, quantity, locate, price, tif, ord_type):
     """@njit encoder of an 'O' message (side, tif, ord_type as their bytes); -> off + 22."""
     buf[off] = 79
@@ -199,7 +199,7 @@ def put_enter(buf, off, user_ref, side, quantity, locate, price, tif, ord_type):
     return off + EO_LEN
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def put_replace(buf, off, orig_user_ref, user_ref, quantity, price):
     buf[off] = 85
     I.put32(buf, off + EU_ORIG, orig_user_ref)
@@ -209,7 +209,7 @@ def put_replace(buf, off, orig_user_ref, user_ref, quantity, price):
     return off + EU_LEN
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def put_cancel(buf, off, user_ref, quantity):
     buf[off] = 88
     I.put32(buf, off + EX_USER_REF, user_ref)
