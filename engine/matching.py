@@ -96,8 +96,13 @@ from numba import njit
 
 from engine.book import (aligned_zeros, ht_clear, ht_find, ht_geometry, ht_insert, ht_remove,
                          level_search)
+from engine.producers import itch_feed as F
 from parsers import itch as I
+from parsers import moldudp64 as MU
 from parsers.itch import be8, be16, be32, be64, put16
+from shm import kernels as K
+from shm import layout as L
+from shm.ring import Producer
 
 # --- order entry: the layout table --------------------------------------------------------
 # type -> (name, length, [(field, offset, size, kind, meaning)])
@@ -716,6 +721,104 @@ def best(e, locate, side):
     return (k if side == SIDE_BUY else -k), e[v + LV_QTY], e[v + LV_COUNT]
 
 
+# --- publishing the output: MoldUDP64 packets in Ethernet/IPv4/UDP frames into a ring ---------
+PUB_FIELDS = ("next_seq", "packets", "messages", "bytes", "full")
+PUB_SEQ, PUB_PACKETS, PUB_MESSAGES, PUB_BYTES, PUB_FULL = range(len(PUB_FIELDS))
+PUB_WORDS = 8
+
+
+@njit(**_K)
+def publish_blocks(ctrl, words, slot_bytes, pstate, src, off, end, tmpl, max_payload,
+                   max_messages, sess_hi, sess_lo, pub, portq, now, burst):
+    """Publish the MoldUDP64 message blocks ``src[off:end]`` (``process_entry``'s output) as
+    MoldUDP64 packets, each in an Ethernet/IPv4/UDP frame built from ``tmpl`` (the framing of
+    ``engine.producers.itch_feed``: a packet takes blocks while the longest ITCH block still
+    certainly fits in ``max_payload``, and at most ``max_messages`` (0: no cap); IP id = packet
+    number), written in place into reserved ring slots, ``burst`` slots per reserve/submit,
+    stamped ``now``.  Sequence numbers continue from ``pub[PUB_SEQ]``; a packet never spans two
+    calls.  Returns the offset reached: ``end`` when everything went out.  Overload: when the
+    ring has no free slot (lossless ring, slow consumer) it stops there and counts
+    ``pub[PUB_FULL]``; nothing is dropped -- the caller retries the rest or drops and counts
+    it (``kernels.count_dropped``).  Single producer only."""
+    while off < end:
+        k = K.reserve(ctrl, words, pstate, burst)
+        if k <= 0:
+            pub[PUB_FULL] += 1
+            return off
+        j = 0
+        while j < k and off < end:
+            base = K.slot_base(pstate, j)
+            fb = (base + L.S_PAYLOAD) * 8
+            pkt = fb + F.FRAME_HEADERS
+            limit = pkt + max_payload
+            seq = pub[PUB_SEQ]
+            pos = MU.write_header(slot_bytes, pkt, sess_hi, sess_lo, seq, 0)
+            cnt = 0
+            while off + 2 <= end and (max_messages == 0 or cnt < max_messages) \
+                    and pos + F.MAX_BLOCK <= limit:
+                n = 2 + be16(src, off)
+                if off + n > end:
+                    break
+                for b in range(n):
+                    slot_bytes[pos + b] = src[off + b]
+                pos += n
+                off += n
+                cnt += 1
+            if cnt == 0:                   # a cut block at the end: not ours to send
+                end = off
+                break
+            put16(slot_bytes, pkt + MU.OFF_COUNT, cnt)
+            pub[PUB_SEQ] = seq + cnt
+            size = F.finish_frame(slot_bytes, fb, tmpl, pos - pkt, pub[PUB_PACKETS] & 0xFFFF)
+            words[base + L.S_TS] = now
+            words[base + L.S_LENS] = size | (size << 32)
+            words[base + L.S_PORTQ] = portq
+            pub[PUB_PACKETS] += 1
+            pub[PUB_MESSAGES] += cnt
+            pub[PUB_BYTES] += size
+            j += 1
+        if j > 0:
+            K.submit(ctrl, words, pstate, j, now)
+    return off
+
+
+class ItchPublisher:
+    """The matching engine's market-data side: its ITCH output as a MoldUDP64 feed into a
+    hugering ring (this object is the ring's single producer).  ``framing`` is an
+    ``engine.producers.itch_feed.Framing`` (session, addresses, ports, max_payload); frames
+    are byte for byte what ``itch_feed.packetize`` makes of the same blocks."""
+
+    def __init__(self, ring, framing=None, burst: int = 32, port: int = 0, queue: int = 0):
+        self.framing = framing or F.Framing()
+        if self.framing.max_frame > ring.slot_size:
+            raise ValueError(f"ItchPublisher: frames of up to {self.framing.max_frame} B do "
+                             f"not fit the ring's {ring.slot_size}-byte slots (max_payload)")
+        self.ring = ring
+        self.producer = Producer(ring)
+        self.tmpl = self.framing.template()
+        self.burst = int(burst)
+        self.portq = int(port) | (int(queue) << 16)
+        self.pub = np.zeros(PUB_WORDS, dtype=np.int64)
+        self.pub[PUB_SEQ] = 1
+
+    def publish(self, out: np.ndarray, end: int, off: int = 0, now: int | None = None) -> int:
+        """Publish ``out[off:end]``; returns the offset reached (``end`` unless the ring was
+        full: call again with the rest)."""
+        from shm.clock import now_ns
+
+        p, fr = self.producer, self.framing
+        return int(publish_blocks(p.ctrl, p.words, p.slot_bytes, p.pstate, out, off, end,
+                                  self.tmpl, fr.max_payload, fr.max_messages, fr.sess_hi,
+                                  fr.sess_lo, self.pub, self.portq,
+                                  now_ns() if now is None else now, self.burst))
+
+    def stats(self) -> dict:
+        return {name: int(self.pub[i]) for i, name in enumerate(PUB_FIELDS)}
+
+    def close(self) -> None:
+        self.producer.close()
+
+
 # --- setup ---------------------------------------------------------------------------------
 def default_symbol(locate: int) -> str:
     return f"S{locate:05d}"
@@ -829,5 +932,5 @@ __all__ = [
     "MatchingEngine", "engine_layout", "process_entry", "process_stream", "set_clock", "best",
     "enter_order", "replace_order", "cancel_order", "put_enter", "put_replace", "put_cancel",
     "ENTRY_MESSAGES", "ENTRY_LEN", "COUNTER_NAMES", "STATUS_NAMES", "MIN_ROOM", "FILL_ROOM",
-    "blocks",
+    "blocks", "publish_blocks", "ItchPublisher",
 ]

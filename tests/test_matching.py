@@ -638,3 +638,69 @@ def test_itch_output_rebuilds_the_engine_book(stream):
         for side in (BUY, SELL):
             want = [(p, sum(q for _, _, q in lv), len(lv)) for p, lv in eng.book(loc, side)]
             assert bk.levels(loc, side) == want, (loc, side)
+
+
+def test_publisher_frames_equal_itch_feed_packetize(ring_name):
+    """The engine's output published into a ring: the frames are byte for byte what
+    itch_feed.packetize makes of the same blocks (MoldUDP64 sequence numbers from 1, one per
+    message, IP id = packet number, checksums filled in), and they carry every block."""
+    from engine.producers import itch_feed as F
+    from parsers import moldudp64 as MU
+    from shm.ring import Ring
+
+    msgs, _, _ = generate(3000, n_instr=8, seed=4)
+    eng = MatchingEngine(8, 1 << 12, 64)
+    out, ends, _ = run_messages(eng, msgs)
+    buf = np.frombuffer(out, dtype=np.uint8)
+    offsets = [0]
+    while offsets[-1] < len(out):
+        offsets.append(offsets[-1] + 2 + int.from_bytes(out[offsets[-1]:offsets[-1] + 2], "big"))
+    offsets = np.array(offsets, dtype=np.int64)
+    framing = F.Framing(session="MATCH00001", max_payload=600)
+    want = F.packetize(buf, offsets, framing, slot_size=1024, end_of_session=False)
+
+    ring = Ring.create(ring_name, slots=4096, slot_size=1024, shm=True)
+    con = ring.consumer()
+    pub = M.ItchPublisher(ring, framing, burst=16)
+    # in two calls, as a matcher would between batches (a packet never spans calls): cut at
+    # the block boundary that itch_feed's packing also cuts at
+    first = int(want[0]["cap_len"]) - 42 - MU.HEADER_LEN      # blocks in packet 0
+    assert pub.publish(buf, first) == first
+    assert pub.publish(buf, buf.size, off=first) == buf.size
+    got = []
+    for batch in con.batches(max_batch=64, timeout=0.2):
+        got.extend(bytes(s["payload"][:int(s["cap_len"])]) for s in batch)
+    assert len(got) == len(want) == pub.stats()["packets"]
+    for g, w in zip(got, want):
+        assert g == bytes(w["payload"][:int(w["cap_len"])])
+    st = pub.stats()
+    assert st["messages"] == len(offsets) - 1 and st["next_seq"] == len(offsets)
+    assert st["full"] == 0
+    pub.close()
+    con.close()
+    ring.close()
+
+
+def test_publisher_stops_at_a_full_ring_and_resumes(ring_name):
+    from shm.ring import Ring
+
+    eng = MatchingEngine(2, 1 << 10, 16)
+    msgs = [enter_order(u, "B", 100, 1, 10000 - u % 8) for u in range(1, 401)]
+    out, _, _ = run_messages(eng, msgs)
+    buf = np.frombuffer(out, dtype=np.uint8)
+    ring = Ring.create(ring_name, slots=4, slot_size=256, shm=True)
+    con = ring.consumer()                       # lossless: holds the producer back
+    from engine.producers import itch_feed as F
+    pub = M.ItchPublisher(ring, F.Framing(max_payload=200), burst=4)
+    off = pub.publish(buf, buf.size)
+    assert 0 < off < buf.size and pub.stats()["full"] == 1 and pub.stats()["packets"] == 4
+    seen = 0
+    while off < buf.size:
+        seen += len(con.poll(64))
+        con.release()
+        off = pub.publish(buf, buf.size, off=off)
+    seen += len(con.poll(64))
+    assert seen == pub.stats()["packets"] and pub.stats()["messages"] == 400
+    pub.close()
+    con.close()
+    ring.close()
