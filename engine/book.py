@@ -30,25 +30,22 @@ kernel                                                     ITCH message
 integers (4 implied decimals); any int64 works.  Order refs are ITCH's u64, stored as int64
 bits (a ref above 2**63 is fine: it is only hashed and compared).
 
-Layout of ``b`` (int64 words; ``BOOK_LAYOUT`` is the table, ``Books.doc()`` prints it)
------------------------------------------------------------------------------------
+Layout of ``b`` (int64 words; the constants below are the table, ``Books.doc()`` prints it)
+-----------------------------------------------------------------------------------------
 ===================  ==============================  ========================================
 region               word offset, size               holds
 ===================  ==============================  ========================================
-header               0, 16                           H_* : geometry (region offsets, sizes,
-                                                     hash mask/bits), free-stack top, level
-                                                     birth counter, open orders
+header               0, 16                           H_* (HEADER_FIELDS): geometry, table
+                                                     mask/bits, level birth counter, open
+                                                     orders
 counters             16, 32                          C_* below (COUNTER_NAMES)
-orders               64, 8 * max_orders              one 64-byte line per order slot: O_REF,
-                                                     O_LOCATE, O_SIDE (0 bid / 1 ask),
-                                                     O_PRICE, O_SHARES, O_BIRTH (birth stamp
-                                                     of the level it joined; 0 = hidden)
-ht                   b[H_HT], 2 * capacity           open-addressing hash table order_ref ->
-                                                     order slot: pairs (key, slot), slot -1 =
-                                                     empty; linear probing, backward-shift
-                                                     deletion (no tombstones), load <= 1/2,
-                                                     home = key folded (see ``ht_home``)
-free                 b[H_FREE], max_orders           stack of free order slots
+orders               64, 4 * capacity                the order table: open addressing keyed
+                     (capacity = pow2 >= 2 *         by order ref, the orders *in* their
+                     max_orders)                     slots: R_REF, R_PRICE, R_SHARES, R_META
+                                                     (level birth stamp << 17 | locate << 1 |
+                                                     side; 0 = empty slot; birth 0 = hidden);
+                                                     linear probing from ``ht_home``,
+                                                     backward-shift deletion, load <= 1/2
 sides                b[H_SIDES], 2 * (max_instr+1)   one block per book side ``bs = 2 * locate
                      * (8 + 4 * L)                   + side``: [S_NLEV, S_HIDDEN, 6 spare],
                                                      then L levels of 4 words: LV_KEY,
@@ -57,6 +54,12 @@ sides                b[H_SIDES], 2 * (max_instr+1)   one block per book side ``b
                                                      (key = price for bids, -price for asks),
                                                      so the best level is always the last one
 ===================  ==============================  ========================================
+
+Why the orders sit in the hash table itself: a message then costs one cache miss for its order
+(not a slot lookup, then the order), and ``apply_itch_blocks`` prefetches the slot of the
+message ``PREFETCH_AHEAD`` blocks ahead from its bytes, so on a book larger than the caches
+the misses of consecutive messages overlap (measured by tools/bench_match.py: ~1.8x on a
+1,000-stock day in the C calibration, slots-and-indices vs orders-in-table + prefetch).
 
 Why one array and not a tuple of arrays: Numba passes a tuple argument by value, every array
 in it as a 7-9 word struct, to each helper it does not inline; with a dozen arrays that was
@@ -111,7 +114,9 @@ here allocates.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from parsers import itch as I
 from parsers.itch import be8, be16, be32, be64
@@ -120,33 +125,34 @@ from parsers.itch import be8, be16, be32, be64
 HEADER_FIELDS = (
     ("magic", "BOOK_MAGIC: what this buffer is"),
     ("words", "total words of the state"),
-    ("ht", "word offset of the hash table"),
-    ("free", "word offset of the free-slot stack"),
+    ("table", "word offset of the order table"),
     ("sides", "word offset of the first book-side block"),
     ("side_words", "words per book-side block: 8 + LEVEL_WORDS * max_levels"),
     ("max_levels", "L, levels per side"),
-    ("ht_mask", "hash table capacity - 1"),
-    ("ht_bits", "log2 of the hash table capacity"),
-    ("max_orders", "order slots"),
+    ("table_mask", "order table capacity - 1"),
+    ("table_bits", "log2 of the order table capacity"),
+    ("max_orders", "open orders allowed (capacity / 2)"),
     ("max_instruments", "locates 1..max_instruments"),
-    ("free_top", "free slots on the stack"),
     ("birth", "last level birth stamp handed out"),
     ("open_orders", "orders open now"),
 )
-(H_MAGIC, H_WORDS, H_HT, H_FREE, H_SIDES, H_SIDE_WORDS, H_L, H_HT_MASK, H_HT_BITS,
- H_MAX_ORDERS, H_MAX_INSTR, H_FREE_TOP, H_BIRTH, H_OPEN) = range(len(HEADER_FIELDS))
+(H_MAGIC, H_WORDS, H_TABLE, H_SIDES, H_SIDE_WORDS, H_L, H_MASK, H_BITS, H_MAX_ORDERS,
+ H_MAX_INSTR, H_BIRTH, H_OPEN) = range(len(HEADER_FIELDS))
 HEADER_WORDS = 16
 COUNTERS = 16                        # counters region: words 16..47
 N_COUNTERS = 32
-ORDERS = 64                          # order slots: 8 words (one cache line) each
-ORDER_WORDS = 8
-ORDER_FIELDS = ("O_REF", "O_LOCATE", "O_SIDE", "O_PRICE", "O_SHARES", "O_BIRTH")
-O_REF, O_LOCATE, O_SIDE, O_PRICE, O_SHARES, O_BIRTH = range(len(ORDER_FIELDS))
+TABLE = 64                           # the order table: REC_WORDS per slot
+REC_WORDS = 4                        # an order: two per cache line
+REC_FIELDS = ("R_REF", "R_PRICE", "R_SHARES", "R_META")
+R_REF, R_PRICE, R_SHARES, R_META = range(REC_WORDS)
+# R_META = birth << META_BIRTH | locate << 1 | side; 0 marks an empty slot (locate >= 1)
+META_BIRTH = 17
 SIDE_HEAD = 8                        # per book side: S_NLEV, S_HIDDEN, 6 spare, then levels
 S_NLEV, S_HIDDEN = 0, 1
 LEVEL_WORDS = 4                      # a level: key, shares, orders, birth (two per cache line)
 LV_KEY, LV_SHARES, LV_ORDERS, LV_BIRTH = 0, 1, 2, 3
-BOOK_MAGIC = int.from_bytes(b"HRBOOK01", "little")
+BOOK_MAGIC = int.from_bytes(b"HRBOOK02", "little")
+PREFETCH_AHEAD = 8                   # apply_itch_blocks: blocks between prefetch and use
 
 COUNTER_NAMES = (
     "adds", "executes", "cancels", "deletes", "replaces",     # applied updates
@@ -159,7 +165,7 @@ COUNTER_NAMES = (
  C_UNKNOWN_REF, C_DUP_REF, C_ORDERS_FULL, C_BAD_LOCATE, C_BAD_ARG,
  C_OVER_EXEC, C_LEVEL_EVICTED, C_HIDDEN_ADD, C_ITCH_IGNORED, C_ITCH_BAD) = \
     range(COUNTERS, COUNTERS + len(COUNTER_NAMES))
-assert len(COUNTER_NAMES) <= N_COUNTERS and COUNTERS + N_COUNTERS <= ORDERS
+assert len(COUNTER_NAMES) <= N_COUNTERS and COUNTERS + N_COUNTERS <= TABLE
 
 ST_OK, ST_REMOVED, ST_HIDDEN, ST_CLAMPED, ST_IGNORED = 0, 1, 2, 3, 4
 ST_UNKNOWN_REF, ST_DUP_REF, ST_ORDERS_FULL, ST_BAD_LOCATE, ST_BAD_ARG, ST_BAD_MESSAGE = \
@@ -265,6 +271,89 @@ def ht_remove(t, base, mask, bits, key):
     return v
 
 
+# --- the order table: the orders themselves in an open-addressing table ---------------------------
+# An order lives in its hash slot (ref, price, shares, meta), not behind an index: a lookup is
+# one cache miss, not two (slot, then order), and the slot of a message still to come can be
+# prefetched straight from its bytes (``apply_itch_blocks``).  Linear probing on ``ht_home``
+# (ITCH refs are sequential: the orders open at any moment share lines), backward-shift
+# deletion (records move; nothing points at them).
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Prefetch the cache line of ``arr[idx]`` (a hint: never faults, even out of bounds)."""
+    if not (isinstance(arr, types.Array) and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.int64)
+        p8 = builder.bitcast(builder.gep(ary.data, [i]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [p8.type, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [p8.type], fnty)
+        builder.call(fn, [p8, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(arr, idx), codegen
+
+
+@njit(**_KI)
+def rec_of(b, i):
+    """Word offset of order-table slot ``i``."""
+    return TABLE + REC_WORDS * i
+
+
+@njit(**_K)
+def rec_find(b, ref):
+    """Word offset of the order ``ref``, or -1."""
+    mask = b[H_MASK]
+    i = ht_home(ref, b[H_BITS], mask)
+    while True:
+        r = TABLE + REC_WORDS * i
+        if b[r + R_META] == 0:
+            return -1
+        if b[r + R_REF] == ref:
+            return r
+        i = (i + 1) & mask
+
+
+@njit(**_K)
+def rec_slot_for(b, ref):
+    """Word offset of the empty slot where ``ref`` goes, or -1 when ``ref`` is already there.
+    (The caller keeps the load at most 1/2, so an empty slot always exists.)"""
+    mask = b[H_MASK]
+    i = ht_home(ref, b[H_BITS], mask)
+    while True:
+        r = TABLE + REC_WORDS * i
+        if b[r + R_META] == 0:
+            return r
+        if b[r + R_REF] == ref:
+            return -1
+        i = (i + 1) & mask
+
+
+@njit(**_K)
+def rec_remove(b, r):
+    """Empty the slot at word offset ``r``; the records after it that could not sit at their
+    home slot move back (backward-shift deletion: lookups never meet a tombstone)."""
+    mask = b[H_MASK]
+    bits = b[H_BITS]
+    i = (r - TABLE) // REC_WORDS
+    j = i
+    while True:
+        j = (j + 1) & mask
+        rj = TABLE + REC_WORDS * j
+        if b[rj + R_META] == 0:
+            break
+        k = ht_home(b[rj + R_REF], bits, mask)
+        if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
+            ri = TABLE + REC_WORDS * i
+            b[ri + R_REF] = b[rj + R_REF]
+            b[ri + R_PRICE] = b[rj + R_PRICE]
+            b[ri + R_SHARES] = b[rj + R_SHARES]
+            b[ri + R_META] = b[rj + R_META]
+            i = j
+    b[TABLE + REC_WORDS * i + R_META] = 0
+
+
 # --- sorted levels of one book side -------------------------------------------------------------
 @njit(**_KI)
 def side_index(side):
@@ -356,20 +445,21 @@ def _join_level(b, sb, key, shares):
 
 
 @njit(**_K)
-def _take(b, ob, q, gone):
-    """Take ``q`` shares of the order at ``b[ob:]`` off its level (and the order itself off
-    the level when ``gone``)."""
-    side = b[ob + O_SIDE]
-    sb = side_base(b, b[ob + O_LOCATE], side)
-    birth = b[ob + O_BIRTH]
+def _take(b, r, q, gone):
+    """Take ``q`` shares of the order at ``b[r:]`` off its level (and the order itself off the
+    level when ``gone``)."""
+    meta = b[r + R_META]
+    side = meta & 1
+    sb = side_base(b, (meta >> 1) & 0xFFFF, side)
+    birth = meta >> META_BIRTH
     if birth != 0:
-        key = b[ob + O_PRICE]
+        key = b[r + R_PRICE]
         if side == SIDE_ASK:
             key = -key
-        r = sb + SIDE_HEAD
+        lr = sb + SIDE_HEAD
         n = b[sb + S_NLEV]
-        i = level_search(b, r, LEVEL_WORDS, n, key)
-        v = r + LEVEL_WORDS * i
+        i = level_search(b, lr, LEVEL_WORDS, n, key)
+        v = lr + LEVEL_WORDS * i
         if i < n and b[v + LV_BIRTH] == birth:
             b[v + LV_SHARES] -= q
             if gone:
@@ -382,18 +472,10 @@ def _take(b, ob, q, gone):
         b[sb + S_HIDDEN] -= 1
 
 
-@njit(**_K)
-def _free_order(b, o, ob):
-    ht_remove(b, b[H_HT], b[H_HT_MASK], b[H_HT_BITS], b[ob + O_REF])
-    top = b[H_FREE_TOP]
-    b[b[H_FREE] + top] = o
-    b[H_FREE_TOP] = top + 1
-    b[H_OPEN] -= 1
-
-
 @njit(**_KI)
-def _find(b, ref):
-    return ht_find(b, b[H_HT], b[H_HT_MASK], b[H_HT_BITS], ref)
+def _gone(b, r):
+    rec_remove(b, r)
+    b[H_OPEN] -= 1
 
 
 # --- the update kernels ---------------------------------------------------------------------
@@ -409,42 +491,36 @@ def book_add(b, locate, order_ref, side, shares, price):
     if s < 0 or q <= 0:
         b[C_BAD_ARG] += 1
         return ST_BAD_ARG
-    top = b[H_FREE_TOP]
-    if top == 0:
+    if b[H_OPEN] >= b[H_MAX_ORDERS]:
         b[C_ORDERS_FULL] += 1
         return ST_ORDERS_FULL
     ref = np.int64(order_ref)
-    o = b[b[H_FREE] + top - 1]
-    if not ht_insert(b, b[H_HT], b[H_HT_MASK], b[H_HT_BITS], ref, o):
+    r = rec_slot_for(b, ref)
+    if r < 0:
         b[C_DUP_REF] += 1
         return ST_DUP_REF
-    b[H_FREE_TOP] = top - 1
     b[H_OPEN] += 1
     p = np.int64(price)
-    ob = ORDERS + o * ORDER_WORDS
-    b[ob + O_REF] = ref
-    b[ob + O_LOCATE] = loc
-    b[ob + O_SIDE] = s
-    b[ob + O_PRICE] = p
-    b[ob + O_SHARES] = q
     birth = _join_level(b, side_base(b, loc, s), p if s == SIDE_BID else -p, q)
-    b[ob + O_BIRTH] = birth
+    b[r + R_REF] = ref
+    b[r + R_PRICE] = p
+    b[r + R_SHARES] = q
+    b[r + R_META] = (birth << META_BIRTH) | (loc << 1) | s
     b[C_ADD] += 1
     return ST_OK if birth != 0 else ST_HIDDEN
 
 
 @njit(**_KI)
 def _reduce(b, order_ref, shares, c_ops, c_shares):
-    o = _find(b, np.int64(order_ref))
-    if o < 0:
+    r = rec_find(b, np.int64(order_ref))
+    if r < 0:
         b[C_UNKNOWN_REF] += 1
         return ST_UNKNOWN_REF
     q = np.int64(shares)
     if q <= 0:
         b[C_BAD_ARG] += 1
         return ST_BAD_ARG
-    ob = ORDERS + o * ORDER_WORDS
-    left = b[ob + O_SHARES]
+    left = b[r + R_SHARES]
     st = ST_OK
     if q >= left:
         if q > left:
@@ -456,11 +532,11 @@ def _reduce(b, order_ref, shares, c_ops, c_shares):
     b[c_ops] += 1
     b[c_shares] += q
     gone = q == left
-    _take(b, ob, q, gone)
+    _take(b, r, q, gone)
     if gone:
-        _free_order(b, o, ob)
+        _gone(b, r)
     else:
-        b[ob + O_SHARES] = left - q
+        b[r + R_SHARES] = left - q
     return st
 
 
@@ -479,15 +555,14 @@ def book_cancel(b, order_ref, shares):
 @njit(**_K)
 def book_delete(b, order_ref):
     """ITCH D: the order is removed whatever it has left."""
-    o = _find(b, np.int64(order_ref))
-    if o < 0:
+    r = rec_find(b, np.int64(order_ref))
+    if r < 0:
         b[C_UNKNOWN_REF] += 1
         return ST_UNKNOWN_REF
-    ob = ORDERS + o * ORDER_WORDS
     b[C_DELETE] += 1
-    b[C_CANCEL_SHARES] += b[ob + O_SHARES]
-    _take(b, ob, b[ob + O_SHARES], True)
-    _free_order(b, o, ob)
+    b[C_CANCEL_SHARES] += b[r + R_SHARES]
+    _take(b, r, b[r + R_SHARES], True)
+    _gone(b, r)
     return ST_OK
 
 
@@ -498,30 +573,29 @@ def book_replace(b, old_ref, new_ref, shares, price):
     unknown, ``new_ref`` is already open (unless it is ``old_ref``) or ``shares <= 0``."""
     old = np.int64(old_ref)
     new = np.int64(new_ref)
-    o = _find(b, old)
-    if o < 0:
+    r = rec_find(b, old)
+    if r < 0:
         b[C_UNKNOWN_REF] += 1
         return ST_UNKNOWN_REF
-    if new != old and _find(b, new) >= 0:
+    if new != old and rec_find(b, new) >= 0:
         b[C_DUP_REF] += 1
         return ST_DUP_REF
     q = np.int64(shares)
     if q <= 0:
         b[C_BAD_ARG] += 1
         return ST_BAD_ARG
-    ob = ORDERS + o * ORDER_WORDS
-    _take(b, ob, b[ob + O_SHARES], True)
-    # the slot is reused in place: re-key the hash entry, then join the new level
-    ht, mask, bits = b[H_HT], b[H_HT_MASK], b[H_HT_BITS]
-    ht_remove(b, ht, mask, bits, old)
-    ht_insert(b, ht, mask, bits, new, o)
-    s = b[ob + O_SIDE]
+    _take(b, r, b[r + R_SHARES], True)
+    meta = b[r + R_META]
+    rec_remove(b, r)                               # records may move: find the new slot after
+    loc = (meta >> 1) & 0xFFFF
+    s = meta & 1
     p = np.int64(price)
-    b[ob + O_REF] = new
-    b[ob + O_PRICE] = p
-    b[ob + O_SHARES] = q
-    birth = _join_level(b, side_base(b, b[ob + O_LOCATE], s), p if s == SIDE_BID else -p, q)
-    b[ob + O_BIRTH] = birth
+    birth = _join_level(b, side_base(b, loc, s), p if s == SIDE_BID else -p, q)
+    r = rec_slot_for(b, new)
+    b[r + R_REF] = new
+    b[r + R_PRICE] = p
+    b[r + R_SHARES] = q
+    b[r + R_META] = (birth << META_BIRTH) | (loc << 1) | s
     b[C_REPLACE] += 1
     return ST_OK if birth != 0 else ST_HIDDEN
 
@@ -596,8 +670,8 @@ def depth(b, locate, side, k, out):
 @njit(**_K)
 def order_shares(b, order_ref):
     """Shares left on an open order, or -1 when it is not open."""
-    o = _find(b, np.int64(order_ref))
-    return b[ORDERS + o * ORDER_WORDS + O_SHARES] if o >= 0 else np.int64(-1)
+    r = rec_find(b, np.int64(order_ref))
+    return b[r + R_SHARES] if r >= 0 else np.int64(-1)
 
 
 # --- ITCH 5.0 glue: message bytes -> kernels -------------------------------------------------
@@ -655,11 +729,25 @@ def apply_itch_blocks(b, buf, off, end):
     payload of a MoldUDP64 packet after its 20-byte header, or ``engine.matching``'s output)
     from ``buf[off:end]``.  A block whose length is not its type's length is counted
     (``itch_bad``) and skipped, never read; a block cut by ``end`` stops the walk.  Returns
-    the offset where the walk stopped (``end`` when every block was complete)."""
+    the offset where the walk stopped (``end`` when every block was complete).
+
+    Fast path: the order table slot of the block ``PREFETCH_AHEAD`` blocks ahead is prefetched
+    from its order ref (at offset 11 in every order message), so its cache miss overlaps the
+    work on the blocks in between."""
+    mask = b[H_MASK]
+    bits = b[H_BITS]
+    pf = off
+    for _ in range(PREFETCH_AHEAD):
+        if end - pf < 2:
+            break
+        pf += 2 + be16(buf, pf)
     while end - off >= 2:
         n = be16(buf, off)
         if end - off - 2 < n:
             break
+        if end - pf >= 2 + 19:
+            _prefetch(b, TABLE + REC_WORDS * ht_home(be64(buf, pf + 2 + 11), bits, mask))
+            pf += 2 + be16(buf, pf)
         if n == 0 or I.MSG_LEN[buf[off + 2]] != n:
             b[C_ITCH_BAD] += 1
         else:
@@ -672,13 +760,11 @@ def apply_itch_blocks(b, buf, off, end):
 def book_layout(max_instruments: int, max_orders: int, max_levels: int) -> dict[str, int]:
     """Region offsets (words) of a state with these sizes; ``words`` is its total size."""
     cap, bits = ht_geometry(max_orders)
-    ht = ORDERS + ORDER_WORDS * max_orders
-    free = ht + 2 * cap
-    sides = (free + max_orders + 7) // 8 * 8
+    sides = TABLE + REC_WORDS * cap
     side_words = SIDE_HEAD + LEVEL_WORDS * max_levels
     words = sides + 2 * (max_instruments + 1) * side_words
-    return dict(ht=ht, free=free, sides=sides, side_words=side_words, words=words,
-                ht_capacity=cap, ht_bits=bits)
+    return dict(table=TABLE, sides=sides, side_words=side_words, words=words,
+                capacity=cap, bits=bits)
 
 
 def aligned_zeros(words: int) -> np.ndarray:
@@ -693,8 +779,8 @@ class Books:
     ``max_orders`` open orders over all of them and ``max_levels`` visible price levels per
     side, as one int64 array ``self.state`` (the kernels' ``b``).  Setup only.
 
-    Memory: 64 B per order slot, 32 B per order for the hash table, and 2 x (64 + 32 x
-    max_levels) B per instrument for its levels (1,000 instruments x 256 levels: 16 MB).
+    Memory: 32 B x capacity (a power of two >= 2 x max_orders) for the orders, and 2 x (64 +
+    32 x max_levels) B per instrument for its levels (1,000 instruments x 256 levels: 16 MB).
     """
 
     def __init__(self, max_instruments: int, max_orders: int, max_levels: int = 256):
@@ -704,19 +790,14 @@ class Books:
         b = aligned_zeros(lay["words"])
         b[H_MAGIC] = BOOK_MAGIC
         b[H_WORDS] = lay["words"]
-        b[H_HT] = lay["ht"]
-        b[H_FREE] = lay["free"]
+        b[H_TABLE] = TABLE
         b[H_SIDES] = lay["sides"]
         b[H_SIDE_WORDS] = lay["side_words"]
         b[H_L] = max_levels
-        b[H_HT_MASK] = lay["ht_capacity"] - 1
-        b[H_HT_BITS] = lay["ht_bits"]
+        b[H_MASK] = lay["capacity"] - 1
+        b[H_BITS] = lay["bits"]
         b[H_MAX_ORDERS] = max_orders
         b[H_MAX_INSTR] = max_instruments
-        b[H_FREE_TOP] = max_orders
-        ht_clear(b, lay["ht"], lay["ht_capacity"])
-        # slot 0 is handed out first
-        b[lay["free"]:lay["free"] + max_orders] = np.arange(max_orders - 1, -1, -1)
         self.max_instruments = max_instruments
         self.max_orders = max_orders
         self.max_levels = max_levels
@@ -743,8 +824,7 @@ class Books:
         """The layout of this state, region by region (word offsets)."""
         lay = self.layout
         rows = [("header", 0, HEADER_WORDS), ("counters", COUNTERS, N_COUNTERS),
-                ("orders", ORDERS, ORDER_WORDS * self.max_orders),
-                ("ht", lay["ht"], 2 * lay["ht_capacity"]), ("free", lay["free"], self.max_orders),
+                ("orders", TABLE, REC_WORDS * lay["capacity"]),
                 ("sides", lay["sides"], lay["words"] - lay["sides"])]
         return "\n".join(f"{n:<9s} @{o:<10d} {w:>10d} words" for n, o, w in rows)
 
@@ -752,7 +832,7 @@ class Books:
 __all__ = [
     "Books", "book_layout", "book_add", "book_execute", "book_cancel", "book_delete",
     "book_replace", "apply_itch", "apply_itch_blocks", "best_bid", "best_ask", "depth",
-    "level_count", "hidden_count", "order_shares",
+    "level_count", "hidden_count", "order_shares", "rec_find",
     "ht_geometry", "ht_clear", "ht_find", "ht_insert", "ht_remove", "level_search",
     "side_index", "aligned_zeros",
     "COUNTER_NAMES", "STATUS_NAMES", "SIDE_BID", "SIDE_ASK",

@@ -12,7 +12,8 @@
  * each message, exact percentiles) on fresh engines whose memory is touched first.
  *
  * "book": the ITCH order books of engine/book.py (apply_itch_blocks): MoldUDP64 message blocks in,
- * A/F/E/C/X/D/U applied (the same hash, the same 4-word levels, the same overload rules);
+ * A/F/E/C/X/D/U applied (the orders in their hash slots, the same hash, the same 4-word levels,
+ * the same prefetch of the slot 8 blocks ahead, the same overload rules);
  * prints the final open orders, level count and aggregate shares, and the ns of a timed pass.
  *
  * Output: one JSON object on stdout.  gcc -O2, no dependencies.
@@ -560,14 +561,16 @@ static int run_match(int argc, char **argv) {
 }
 
 /* ================================ the ITCH order books ====================================== */
-typedef struct { i64 ref, loc, side, price, shares, birth, pad[2]; } border;
+/* engine/book.py's design: the orders live in their open-addressing slots (ref, price, shares,
+ * meta = birth << 17 | locate << 1 | side; meta 0 = empty), levels are 4-word records per book
+ * side sorted best last, and the block walk prefetches the slot of the block 8 ahead. */
+typedef struct { i64 ref, price, shares, meta; } brec;
 typedef struct { i64 key, shares, orders, birth; } blevel;
+enum { PREFETCH_AHEAD = 8 };
 
 typedef struct {
-    border *orders;
-    i64 *free;
-    i64 free_top, birth, open;
-    table ht;
+    brec *t;
+    i64 mask, bits, max_orders, open, birth;
     blevel *levels;
     i64 *nlev, *hidden;
     i64 L, max_instr;
@@ -576,16 +579,53 @@ typedef struct {
 
 static void books_init(books *b, i64 maxi, i64 maxo, i64 L) {
     memset(b, 0, sizeof *b);
-    b->orders = touched(maxo * sizeof(border));
-    b->free = touched(maxo * sizeof(i64));
-    for (i64 i = 0; i < maxo; i++) b->free[i] = maxo - 1 - i;
-    b->free_top = maxo;
-    ht_init(&b->ht, maxo);
+    i64 cap = 16;
+    while (cap < 2 * maxo) cap *= 2;
+    b->mask = cap - 1;
+    while ((1LL << b->bits) < cap) b->bits++;
+    b->t = touched(cap * sizeof(brec));
+    b->max_orders = maxo;
     b->levels = touched(2 * (maxi + 1) * L * sizeof(blevel));
     b->nlev = touched(2 * (maxi + 1) * sizeof(i64));
     b->hidden = touched(2 * (maxi + 1) * sizeof(i64));
     b->L = L;
     b->max_instr = maxi;
+}
+
+static inline i64 bhome(const books *b, i64 k) {
+    i64 x = k;
+    for (i64 s = b->bits; s < 64; s += b->bits) x ^= k >> s;
+    return x & b->mask;
+}
+
+static inline brec *rec_find(books *b, i64 ref) {
+    for (i64 i = bhome(b, ref);; i = (i + 1) & b->mask) {
+        brec *r = &b->t[i];
+        if (r->meta == 0) return NULL;
+        if (r->ref == ref) return r;
+    }
+}
+
+static inline brec *rec_slot_for(books *b, i64 ref) {
+    for (i64 i = bhome(b, ref);; i = (i + 1) & b->mask) {
+        brec *r = &b->t[i];
+        if (r->meta == 0) return r;
+        if (r->ref == ref) return NULL;
+    }
+}
+
+static void rec_remove(books *b, brec *r) {
+    i64 i = r - b->t, j = i;
+    for (;;) {
+        j = (j + 1) & b->mask;
+        if (b->t[j].meta == 0) break;
+        i64 k = bhome(b, b->t[j].ref);
+        if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+            b->t[i] = b->t[j];
+            i = j;
+        }
+    }
+    b->t[i].meta = 0;
 }
 
 static i64 join_level(books *b, i64 bs, i64 key, i64 shares) {
@@ -606,13 +646,14 @@ static i64 join_level(books *b, i64 bs, i64 key, i64 shares) {
     return lv[i].birth;
 }
 
-static void take(books *b, border *o, i64 q, int gone) {
-    i64 bs = 2 * o->loc + o->side;
-    if (o->birth) {
+static void take(books *b, const brec *r, i64 q, int gone) {
+    i64 side = r->meta & 1, loc = (r->meta >> 1) & 0xFFFF, birth = r->meta >> 17;
+    i64 bs = 2 * loc + side;
+    if (birth) {
         blevel *lv = b->levels + bs * b->L;
         i64 n = b->nlev[bs];
-        i64 i = level_search(&lv->key, 4, n, o->side ? -o->price : o->price);
-        if (i < n && lv[i].birth == o->birth) {
+        i64 i = level_search(&lv->key, 4, n, side ? -r->price : r->price);
+        if (i < n && lv[i].birth == birth) {
             lv[i].shares -= q;
             if (gone && --lv[i].orders == 0) {
                 memmove(&lv[i], &lv[i + 1], (n - 1 - i) * sizeof(blevel));
@@ -624,54 +665,46 @@ static void take(books *b, border *o, i64 q, int gone) {
     if (gone) b->hidden[bs]--;
 }
 
-static void free_order(books *b, i64 s) {
-    ht_remove(&b->ht, b->orders[s].ref);
-    b->free[b->free_top++] = s;
-    b->open--;
-}
-
 static void book_add(books *b, i64 loc, i64 ref, i64 sidech, i64 shares, i64 price) {
     i64 side = sidech == 'B' || sidech == 0 ? 0 : sidech == 'S' || sidech == 1 ? 1 : -1;
     if (loc < 1 || loc > b->max_instr || side < 0 || shares <= 0) { b->bad++; return; }
-    if (b->free_top == 0) { b->full++; return; }
-    i64 s = b->free[b->free_top - 1];
-    if (!ht_insert(&b->ht, ref, s)) { b->dup++; return; }
-    b->free_top--;
+    if (b->open >= b->max_orders) { b->full++; return; }
+    brec *r = rec_slot_for(b, ref);
+    if (!r) { b->dup++; return; }
     b->open++;
-    border *o = &b->orders[s];
-    o->ref = ref; o->loc = loc; o->side = side; o->price = price; o->shares = shares;
-    o->birth = join_level(b, 2 * loc + side, side ? -price : price, shares);
+    i64 birth = join_level(b, 2 * loc + side, side ? -price : price, shares);
+    r->ref = ref; r->price = price; r->shares = shares; r->meta = (birth << 17) | (loc << 1) | side;
 }
 
 static void book_reduce(books *b, i64 ref, i64 q) {
-    i64 s = ht_find(&b->ht, ref);
-    if (s < 0) { b->unknown++; return; }
+    brec *r = rec_find(b, ref);
+    if (!r) { b->unknown++; return; }
     if (q <= 0) { b->bad++; return; }
-    border *o = &b->orders[s];
-    if (q > o->shares) q = o->shares;
-    int gone = q == o->shares;
-    take(b, o, q, gone);
-    if (gone) free_order(b, s); else o->shares -= q;
+    if (q > r->shares) q = r->shares;
+    int gone = q == r->shares;
+    take(b, r, q, gone);
+    if (gone) { rec_remove(b, r); b->open--; } else r->shares -= q;
 }
 
 static void book_delete(books *b, i64 ref) {
-    i64 s = ht_find(&b->ht, ref);
-    if (s < 0) { b->unknown++; return; }
-    take(b, &b->orders[s], b->orders[s].shares, 1);
-    free_order(b, s);
+    brec *r = rec_find(b, ref);
+    if (!r) { b->unknown++; return; }
+    take(b, r, r->shares, 1);
+    rec_remove(b, r);
+    b->open--;
 }
 
 static void book_replace(books *b, i64 old, i64 nw, i64 shares, i64 price) {
-    i64 s = ht_find(&b->ht, old);
-    if (s < 0) { b->unknown++; return; }
-    if (nw != old && ht_find(&b->ht, nw) >= 0) { b->dup++; return; }
+    brec *r = rec_find(b, old);
+    if (!r) { b->unknown++; return; }
+    if (nw != old && rec_find(b, nw)) { b->dup++; return; }
     if (shares <= 0) { b->bad++; return; }
-    border *o = &b->orders[s];
-    take(b, o, o->shares, 1);
-    ht_remove(&b->ht, old);
-    ht_insert(&b->ht, nw, s);
-    o->ref = nw; o->price = price; o->shares = shares;
-    o->birth = join_level(b, 2 * o->loc + o->side, o->side ? -price : price, shares);
+    take(b, r, r->shares, 1);
+    i64 meta = r->meta, loc = (meta >> 1) & 0xFFFF, side = meta & 1;
+    rec_remove(b, r);
+    i64 birth = join_level(b, 2 * loc + side, side ? -price : price, shares);
+    r = rec_slot_for(b, nw);
+    r->ref = nw; r->price = price; r->shares = shares; r->meta = (birth << 17) | (loc << 1) | side;
 }
 
 static const u8 ITCH_LEN[256] = {
@@ -681,10 +714,15 @@ static const u8 ITCH_LEN[256] = {
 };
 
 static i64 apply_blocks(books *b, const u8 *buf, i64 end) {
-    i64 off = 0;
+    i64 off = 0, pf = 0;
+    for (int k = 0; k < PREFETCH_AHEAD && end - pf >= 2; k++) pf += 2 + rd16(buf + pf);
     while (end - off >= 2) {
         i64 n = rd16(buf + off);
         if (end - off - 2 < n) break;
+        if (end - pf >= 2 + 19) {
+            __builtin_prefetch(&b->t[bhome(b, rd64(buf + pf + 2 + 11))]);
+            pf += 2 + rd16(buf + pf);
+        }
         const u8 *m = buf + off + 2;
         if (n == 0 || ITCH_LEN[m[0]] != n) { b->bad++; off += 2 + n; continue; }
         switch (m[0]) {
