@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench header clean
+.PHONY: demo test bench header clean bpf
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) tools/bench_ring.py
 
+# hugering's XDP program (engine/producers/afxdp.py also builds it on first use when missing)
+BPF_SRC := engine/producers/xdp_filter.bpf.c
+BPF_OBJ := engine/producers/xdp_filter.bpf.o
+bpf: $(BPF_OBJ)
+$(BPF_OBJ): $(BPF_SRC)
+	clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c $< -o $@
+
 header: $(STAMP)
 	$(PY) -m shm.layout --write-header
 
 clean:
-	rm -rf $(VENV) build *.egg-info tools/reference/build
+	rm -rf $(VENV) build *.egg-info tools/reference/build $(BPF_OBJ)

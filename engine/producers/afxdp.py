@@ -1,0 +1,1105 @@
+"""The AF_XDP producer: frames off an interface's RX queue, through an XDP program that keeps
+what the filter does not want in the kernel stack, into a hugering ring.
+
+    from shm.ring import Ring
+    from engine.producers.afxdp import AfXdpProducer
+    ring = Ring.create("md", slots=65536)
+    with AfXdpProducer(ring, "eth1", queue=0, filter="udp and dst port 30001") as p:
+        print(p.describe())          # mode obtained: xdp native/skb, bind zerocopy/copy, ...
+        rep = p.run(duration=10)     # published, dropped, nic drops, user-space rejects ...
+        p.set_filter("udp")          # new rules for the next frames, same socket
+
+Data path
+---------
+::
+
+    NIC queue q ──XDP program (rules in maps; xdp_filter.bpf.c)──┬─ no rule: XDP_PASS (stack)
+                                                                 └─ rule: redirect xsks_map[q]
+    AF_XDP socket: kernel copies (copy mode) or DMAs (zero-copy) the frame into a UMEM frame
+    and posts {addr, len} on the RX ring
+    rx_loop (@njit): RX descs ─► [user-space filter if the pushdown is inexact] ─► ring slots
+                     (reserve / copy / submit, one timestamp per burst) ─► frame address back
+                     on the fill ring
+
+The UMEM is ``frames`` x ``frame_size`` bytes on a hugetlbfs file (unlinked at once: nothing is
+left behind however the process ends), or anonymous memory with one warning line when no huge
+pages are free.  The UMEM holds exactly as many frames as the fill ring has entries, so the fill
+ring can never overflow and a frame is always in exactly one place: fill ring, kernel, RX ring,
+or being copied.  The four XSK rings are read through ``numba.carray`` views over their mmapped
+addresses (``_ptr_*`` intrinsics below); their u32 producer/consumer indices only through
+``engine.producers.xsk_atomics`` (the barrier labels RX-C, RX-D, FQ-B are explained there).
+
+Overload behaviour (the ring's, decided at its creation, as in ``synthetic.py``): *lossless +
+drop* publishes what fits, counts the rest (``kernels.count_dropped``) and recycles their
+frames; *lossless + wait* leaves the descriptors that do not fit on the RX ring and spins on
+``reserve`` until consumers make room -- the kernel then drops at the socket (``rx_ring_full``)
+and those drops show up as NIC drops; *lossy* never waits.  NIC-side drops (``XDP_STATISTICS``
+rx_dropped + rx_ring_full; fill-ring-empty events are part of rx_dropped) are folded into the
+ring's ``nic_drops`` counter (``shm.layout.PS_NIC_DROPS``) every ``STATS_EVERY_S``, so
+``hugering stat`` shows them.
+
+Idle: the loop spins on the RX ring; after ``spin`` empty polls it hands back to Python, which
+sleeps in ``poll()`` on the socket for at most ``poll_ms`` (in copy mode the fill ring's
+need-wakeup flag is never set, so a sleeping reader must poll).  ``idle="busy"`` never sleeps.
+
+Lifecycle: ``close()`` (also on an exception in ``with``, and at interpreter exit through a
+finalizer) removes the socket, detaches the program when no other hugering producer on the
+interface still uses it, frees the UMEM and leaves the ring.  A run killed with SIGKILL leaves
+its program attached (the kernel keeps an XDP program on the interface until someone detaches
+it); the next start finds it -- hugering's program, and no live owner holding the interface's
+queue locks -- removes it and says so (``stale_removed`` in ``describe()``, one warning line).
+
+Single producer per ring (the ring refuses a second live one), one socket per (interface,
+queue) per machine (a queue lock refuses a second).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import logging
+import mmap
+import os
+import resource
+import select
+import time
+import weakref
+from pathlib import Path
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.extending import intrinsic
+
+from parsers.filters import match as K_match
+from parsers.l2l4 import parse_frame as K_parse
+from shm import backing as B
+from shm import kernels as K
+from shm import layout as L
+from shm.clock import now_ns
+from shm.ring import Producer, Ring
+
+from .xsk_atomics import load_acquire_u32, load_relaxed_u32, store_release_u32
+
+log = logging.getLogger("hugering.afxdp")
+
+PROGRAM_NAME = "hugering_xdp"         # the C function name: how a stale program is recognised
+LOCK_DIR = Path(os.environ.get("HUGERING_RUN_DIR", "/run/hugering")) / "afxdp"
+NET_SYSFS = Path("/sys/class/net")
+STATS_EVERY_S = 0.1                   # XDP_STATISTICS -> ring counters, at most this often
+EBUSY_RETRY_S = 1.5                   # xsk_socket__create may say EBUSY just after a close
+DEFAULT_FRAMES = 16384                # 2048-entry rings overflow during stalls on small VMs
+XDP_PACKET_HEADROOM = 256
+
+# capabilities (linux/capability.h)
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 14, 21, 39
+
+# --- xs: the socket's rings and UMEM as int64 words (addresses and sizes) ----------------------
+XS_RX_PROD, XS_RX_CONS, XS_RX_RING, XS_RX_SIZE = 0, 1, 2, 3
+XS_FQ_PROD, XS_FQ_CONS, XS_FQ_RING, XS_FQ_SIZE, XS_FQ_FLAGS = 4, 5, 6, 7, 8
+XS_UMEM, XS_UMEM_SIZE, XS_FRAME_SIZE, XS_FRAMES = 9, 10, 11, 12
+XS_WORDS = 16
+
+# --- st: private state of the loop (process-local) ---------------------------------------------
+ST_RX_CONS = 0       # our copy of the RX consumer index (u32, free-running)
+ST_FQ_PROD = 1       # our copy of the fill producer index (u32, free-running)
+ST_RX = 2            # descriptors taken off the RX ring
+ST_ACCEPTED = 3      # frames the filter selected (published + dropped)
+ST_PUBLISHED = 4
+ST_DROPPED = 5       # ring full (lossless + drop)
+ST_REJECTED = 6      # redirected by the kernel, rejected by the user-space filter
+ST_BYTES = 7         # bytes published (wire lengths)
+ST_BURSTS = 8
+ST_FULL_SPINS = 9    # reserve calls that found the ring full while waiting
+ST_TRUNCATED = 10    # frames longer than a slot (cut, flagged)
+ST_WAKEUPS = 11      # fill-ring need-wakeup seen
+ST_EMPTY = 12        # empty polls handed back to Python
+STATE_WORDS = 16
+
+RET_COUNT, RET_DEADLINE, RET_CHUNK, RET_IDLE, RET_WAKEUP = 0, 1, 2, 3, 4
+CHUNK_NS = 20_000_000          # hand back to Python this often (stop flags, statistics)
+M32 = 0xFFFFFFFF
+
+
+class AfXdpError(RuntimeError):
+    """A setup problem, in one readable sentence.  ``kind``: interface, permission, memlock,
+    queue, unsupported, busy, config, system."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+# --- raw addresses into Numba ------------------------------------------------------------------
+def _ptr_intrinsic(nbtype):
+    @intrinsic
+    def _ptr(typingctx, addr):
+        if not isinstance(addr, types.Integer):
+            return None
+        sig = types.CPointer(nbtype)(addr)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], ir.PointerType(context.get_data_type(nbtype)))
+
+        return sig, codegen
+    return _ptr
+
+
+_ptr_u32 = _ptr_intrinsic(types.uint32)
+_ptr_i64 = _ptr_intrinsic(types.int64)
+_ptr_u8 = _ptr_intrinsic(types.uint8)
+
+
+# --- the hot loop --------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def fill_frames(xs, st):
+    """Put every UMEM frame on the fill ring (setup: the ring is empty and as large as the
+    UMEM)."""
+    fq_prod = carray(_ptr_u32(xs[XS_FQ_PROD]), 1)
+    fq = carray(_ptr_i64(xs[XS_FQ_RING]), xs[XS_FQ_SIZE])
+    mask = xs[XS_FQ_SIZE] - 1
+    p = load_acquire_u32(fq_prod, 0)
+    for i in range(xs[XS_FRAMES]):
+        fq[(p + i) & mask] = i * xs[XS_FRAME_SIZE]
+    p = (p + xs[XS_FRAMES]) & M32
+    store_release_u32(fq_prod, 0, p)            # FQ-B: pairs with the kernel's FQ-C
+    st[ST_FQ_PROD] = p
+
+
+@njit(cache=True, nogil=True)
+def rx_loop(ctrl, words, slot_bytes, pstate, xs, st, verdict, code, consts, ac_next, ac_out,
+            recs, check, parse, limit, until_ns, chunk_ns, burst, wait_full, portq, spin):
+    """Move frames from the socket's RX ring into the hugering ring until ``limit`` accepted
+    frames (-1: none), ``until_ns`` (CLOCK_REALTIME, 0: none), ``chunk_ns`` elapsed, or ``spin``
+    empty polls in a row (0: never); returns RET_*.  Single producer only; allocates nothing.
+
+    ``check``: run the user-space filter (``code .. ac_out``, a ``parsers.filters`` program) on
+    each frame, ``parse``: parse it first (the filter reads the payload)."""
+    prog = (code, consts, ac_next, ac_out)
+    rx_prod = carray(_ptr_u32(xs[XS_RX_PROD]), 1)
+    rx_cons = carray(_ptr_u32(xs[XS_RX_CONS]), 1)
+    rx_size = xs[XS_RX_SIZE]
+    rx = carray(_ptr_i64(xs[XS_RX_RING]), 2 * rx_size)   # xdp_desc {u64 addr; u32 len; u32 opt}
+    fq_prod = carray(_ptr_u32(xs[XS_FQ_PROD]), 1)
+    fq_flags = carray(_ptr_u32(xs[XS_FQ_FLAGS]), 1)
+    fq_size = xs[XS_FQ_SIZE]
+    fq = carray(_ptr_i64(xs[XS_FQ_RING]), fq_size)
+    umem = carray(_ptr_u8(xs[XS_UMEM]), xs[XS_UMEM_SIZE])
+    umem_w = carray(_ptr_i64(xs[XS_UMEM]), xs[XS_UMEM_SIZE] >> 3)
+    rx_mask = rx_size - 1
+    fq_mask = fq_size - 1
+    frame_mask = ~(xs[XS_FRAME_SIZE] - 1)
+    slot_size = pstate[K.PS_SLOT_SIZE]
+    now = now_ns()
+    chunk_end = now + chunk_ns
+    empty = 0
+    while True:
+        if limit >= 0 and st[ST_ACCEPTED] >= limit:
+            return RET_COUNT
+        if now >= chunk_end:
+            return RET_CHUNK
+        if until_ns != 0 and now >= until_ns:
+            return RET_DEADLINE
+        cons = st[ST_RX_CONS]
+        avail = (load_acquire_u32(rx_prod, 0) - cons) & M32   # RX-C: pairs with kernel RX-B
+        if avail == 0:
+            # slow path: nothing there.  Read the clock now and then (deadlines), and after
+            # `spin` empty polls let Python sleep in poll()
+            empty += 1
+            if (empty & 255) == 0:
+                now = now_ns()
+            if spin > 0 and empty >= spin:
+                st[ST_EMPTY] += 1
+                return RET_IDLE
+            continue
+        empty = 0
+        n = avail if avail < burst else burst
+        now = now_ns()                                  # one timestamp per burst
+        # pass 1: verdicts (how many slots this burst needs)
+        acc = 0
+        for i in range(n):
+            d = ((cons + i) & rx_mask) << 1
+            addr = rx[d]
+            ln = rx[d + 1] & M32
+            v = 1
+            if check:
+                if parse:
+                    K_parse(umem, addr, ln, recs[0])
+                v = 1 if K_match(recs[0], umem, addr, ln, ln, prog) else 0
+            verdict[i] = v
+            acc += v
+            if limit >= 0 and st[ST_ACCEPTED] + acc >= limit:
+                n = i + 1
+                break
+        k = 0
+        if acc > 0:
+            k = K.reserve(ctrl, words, pstate, acc)
+            if k < acc:
+                if wait_full:
+                    if k == 0:
+                        # lossless + wait and full: leave the descriptors where they are
+                        # (the kernel drops at the socket when its RX ring fills; counted)
+                        st[ST_FULL_SPINS] += 1
+                        now = now_ns()
+                        continue
+                    seen = 0                            # take only the frames that fit
+                    for i in range(n):
+                        seen += verdict[i]
+                        if seen == k:
+                            n = i + 1
+                            break
+                    acc = k
+                else:
+                    K.count_dropped(ctrl, pstate, acc - k)   # lossless + drop: count, go on
+                    st[ST_DROPPED] += acc - k
+        # pass 2: copy the accepted frames into slots 0..k-1; every frame back to the fill ring
+        j = 0
+        nbytes = 0
+        fp = st[ST_FQ_PROD]
+        for i in range(n):
+            d = ((cons + i) & rx_mask) << 1
+            addr = rx[d]
+            ln = rx[d + 1] & M32
+            if verdict[i] != 0 and j < k:
+                base = K.slot_base(pstate, j)
+                cap = ln
+                flags = 0
+                if cap > slot_size:
+                    cap = slot_size
+                    flags = L.SLOT_FLAG_TRUNCATED
+                    st[ST_TRUNCATED] += 1
+                words[base + L.S_TS] = now
+                words[base + L.S_LENS] = ln | (cap << 32)
+                words[base + L.S_PORTQ] = portq | (flags << 32)
+                pw = base + L.S_PAYLOAD
+                if (addr & 7) == 0:
+                    # whole words: up to 7 bytes past the frame are read from its own UMEM frame
+                    # and land in the slot's own padding (stride >= 32 + slot_size rounded to 8)
+                    aw = addr >> 3
+                    for w in range((cap + 7) >> 3):
+                        words[pw + w] = umem_w[aw + w]
+                else:
+                    off = pw << 3
+                    for b in range(cap):
+                        slot_bytes[off + b] = umem[addr + b]
+                j += 1
+                nbytes += ln
+            elif verdict[i] == 0:
+                st[ST_REJECTED] += 1
+            fq[fp & fq_mask] = addr & frame_mask        # copy mode: addr includes the headroom
+            fp += 1
+        fp &= M32
+        st[ST_RX_CONS] = (cons + n) & M32
+        store_release_u32(rx_cons, 0, st[ST_RX_CONS])  # RX-D: pairs with the kernel's RX-A
+        store_release_u32(fq_prod, 0, fp)               # FQ-B: pairs with the kernel's FQ-C
+        st[ST_FQ_PROD] = fp
+        st[ST_RX] += n
+        st[ST_ACCEPTED] += acc
+        if k > 0:
+            K.submit(ctrl, words, pstate, k, now)
+            st[ST_PUBLISHED] += k
+            st[ST_BYTES] += nbytes
+            st[ST_BURSTS] += 1
+        if (load_relaxed_u32(fq_flags, 0) & 1) != 0:   # XDP_RING_NEED_WAKEUP (zero-copy)
+            st[ST_WAKEUPS] += 1
+            return RET_WAKEUP
+
+
+
+# --- setup helpers (plain Python) ----------------------------------------------------------------
+def _cap_eff() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def _netns_id() -> int:
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return 0
+
+
+def interfaces() -> list[str]:
+    try:
+        return sorted(p.name for p in NET_SYSFS.iterdir())
+    except OSError:
+        return []
+
+
+def rx_queues(ifname: str) -> list[int]:
+    """The interface's RX queue numbers, from sysfs (``ethtool -l`` shows the same count)."""
+    try:
+        return sorted(int(q.name[3:]) for q in (NET_SYSFS / ifname / "queues").iterdir()
+                      if q.name.startswith("rx-"))
+    except (OSError, ValueError):
+        return []
+
+
+def check_interface(ifname: str) -> int:
+    """The interface's index, or AfXdpError(kind="interface") naming the ones that exist."""
+    if not isinstance(ifname, str) or not ifname or len(ifname) > 15 or "/" in ifname:
+        raise AfXdpError("interface", f"invalid interface name {ifname!r}")
+    try:
+        return int((NET_SYSFS / ifname / "ifindex").read_text())
+    except (OSError, ValueError):
+        here = ", ".join(interfaces()) or "none"
+        raise AfXdpError("interface", f"no network interface {ifname!r} in this network "
+                                      f"namespace (interfaces here: {here})") from None
+
+
+def check_privileges() -> None:
+    """AfXdpError(kind="permission") unless this process may load XDP programs and open AF_XDP
+    sockets."""
+    cap = _cap_eff()
+    missing = [n for n, b in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW))
+               if not cap >> b & 1]
+    if not (cap >> CAP_BPF & 1 or cap >> CAP_SYS_ADMIN & 1):
+        missing.append("CAP_BPF (or CAP_SYS_ADMIN)")
+    if missing:
+        who = "root without those capabilities" if os.geteuid() == 0 else \
+            f"uid {os.geteuid()}, not root"
+        raise AfXdpError("permission", f"AF_XDP needs root (or CAP_NET_ADMIN, CAP_NET_RAW and "
+                                       f"CAP_BPF): this process ({who}) lacks "
+                                       f"{', '.join(missing)}; run it as root, e.g. "
+                                       f"'sudo hugering afxdp ...'")
+
+
+def check_queue(ifname: str, queue: int) -> None:
+    qs = rx_queues(ifname)
+    if not isinstance(queue, int) or queue < 0 or (qs and queue not in qs):
+        have = f"{len(qs)} RX queue{'s' if len(qs) != 1 else ''} " \
+               f"({', '.join(map(str, qs[:8]))}{' ...' if len(qs) > 8 else ''})" if qs else \
+            "no RX queue listed in sysfs"
+        raise AfXdpError("queue", f"queue {queue} is out of range for {ifname}: it has {have}; "
+                                  f"'ethtool -l {ifname}' shows and sets the count")
+
+
+def _fmt_bytes(n: int) -> str:
+    if n >= 1 << 30 and n % (1 << 30) == 0:
+        return f"{n >> 30} GiB"
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.0f} MiB"
+    return f"{n >> 10} KiB"
+
+
+def check_memlock(need: int) -> str:
+    """Make sure ``need`` bytes may be locked (the kernel pins the UMEM and charges it to
+    RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK).  Raises the soft limit up to the hard
+    one when that is enough; AfXdpError(kind="memlock") otherwise.  Returns what it found."""
+    if _cap_eff() >> CAP_IPC_LOCK & 1:
+        return "CAP_IPC_LOCK (no memlock limit applies)"
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    inf = resource.RLIM_INFINITY
+    if soft == inf or soft >= need:
+        return f"RLIMIT_MEMLOCK {'unlimited' if soft == inf else _fmt_bytes(soft)}"
+    if hard == inf or hard >= need:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
+        return f"RLIMIT_MEMLOCK raised to {'unlimited' if hard == inf else _fmt_bytes(hard)}"
+
+    def show(v):
+        return "unlimited" if v == inf else f"{_fmt_bytes(v)} (ulimit -l {v >> 10})"
+    raise AfXdpError("memlock", f"memlock limit too low: RLIMIT_MEMLOCK is {show(soft)}, hard "
+                                f"limit {show(hard)}, and the UMEM needs {_fmt_bytes(need)} of "
+                                f"locked memory (the kernel pins it and, without CAP_IPC_LOCK, "
+                                f"charges it to this limit, summed over the user's sockets).  "
+                                f"Raise it: 'ulimit -l unlimited' in the (root) shell that "
+                                f"starts hugering, 'prlimit "
+                                f"--memlock=unlimited:unlimited --pid PID', LimitMEMLOCK="
+                                f"infinity in a systemd unit, or a 'memlock' line in "
+                                f"/etc/security/limits.conf; or use fewer --frames")
+
+
+# --- locks: who uses which interface queue -------------------------------------------------------
+class _Locks:
+    """``.mutex``: one lock for the machine, held while a program is inspected, attached or
+    detached (short; never removed, so no unlink race); ``<netns>-<ifindex>-q<queue>.owner``:
+    held (flock) for a producer's whole life, with its pid and ring inside.  flock locks die with their process, so after a SIGKILL the owner file is
+    still there (the pid of the dead run) but unlocked: that is how a stale program is told from
+    a live one."""
+
+    def __init__(self, ifindex: int, queue: int):
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        self.prefix = f"{_netns_id()}-{ifindex}"
+        self.mutex_path = LOCK_DIR / ".mutex"
+        self.owner_path = LOCK_DIR / f"{self.prefix}-q{queue}.owner"
+        self._mutex = None
+        self._owner = None
+        self.previous: dict = {}
+
+    def lock_interface(self) -> None:
+        self._mutex = open(self.mutex_path, "a+")
+        fcntl.flock(self._mutex, fcntl.LOCK_EX)
+
+    def unlock_interface(self) -> None:
+        if self._mutex is not None:
+            fcntl.flock(self._mutex, fcntl.LOCK_UN)
+            self._mutex.close()
+            self._mutex = None
+
+    def take_queue(self, info: dict) -> None:
+        f = open(self.owner_path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            who = _read_owner(f.read())
+            f.close()
+            raise AfXdpError("busy", f"queue {info['queue']} of {info['interface']} is already "
+                                     f"used by hugering pid {who.get('pid', '?')} (ring "
+                                     f"{who.get('ring', '?')!r})") from None
+        f.seek(0)
+        self.previous = _read_owner(f.read())     # a run that died holding this queue, if any
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(info))
+        f.flush()
+        self._owner = f
+
+    def release_queue(self) -> None:
+        if self._owner is not None:
+            try:
+                self.owner_path.unlink()
+            except OSError:
+                pass
+            fcntl.flock(self._owner, fcntl.LOCK_UN)
+            self._owner.close()
+            self._owner = None
+
+    def others(self) -> tuple[list[dict], list[dict]]:
+        """(live, dead) owner records of the other queues of this interface."""
+        live, dead = [], []
+        for p in LOCK_DIR.glob(f"{self.prefix}-q*.owner"):
+            if p == self.owner_path and self._owner is not None:
+                continue
+            try:
+                f = open(p, "r")
+            except OSError:
+                continue
+            with f:
+                rec = _read_owner(f.read())
+                try:
+                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                    dead.append(rec)
+                except BlockingIOError:
+                    live.append(rec)
+        return live, dead
+
+
+def _read_owner(text: str) -> dict:
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+
+
+# --- UMEM memory -------------------------------------------------------------------------------
+class _Umem:
+    """``size`` bytes for the UMEM: a hugetlbfs file mapped shared and populated, unlinked at
+    once; or anonymous memory (one warning line saying why)."""
+
+    def __init__(self, lib, size: int, hugetlbfs: str | None):
+        self.lib = lib
+        libc = lib.libc
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self.addr = None
+        self.kind = "anonymous"
+        why = None
+        mount = hugetlbfs or B.DEFAULT_HUGETLBFS
+        page = B.mount_page_size(mount)
+        prot = mmap.PROT_READ | mmap.PROT_WRITE
+        populate = getattr(mmap, "MAP_POPULATE", 0x8000)
+        if page is None:
+            why = f"{mount} is not a hugetlbfs mount"
+        elif not os.access(mount, os.W_OK):
+            why = f"this user may not write to {mount}"
+        else:
+            length = (size + page - 1) // page * page
+            if B.free_hugepages(page) < length // page:
+                why = (f"{B.free_hugepages(page)} huge pages of {page >> 10} KiB are free and the "
+                       f"UMEM needs {length // page}")
+            else:
+                path = os.path.join(mount, f".hugering-umem.{os.getpid()}.{id(self):x}")
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.unlink(path)          # the mapping keeps it; nothing is left behind
+                    a = libc.mmap(None, length, prot, mmap.MAP_SHARED | populate, fd, 0)
+                    if a in (None, ctypes.c_void_p(-1).value):
+                        why = f"mmap of {length} bytes on {mount} failed: " \
+                              f"{os.strerror(ctypes.get_errno())}"
+                    else:
+                        self.addr, self.length, self.kind, self.page = a, length, "hugetlbfs", page
+                finally:
+                    os.close(fd)
+        if self.addr is None:
+            length = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+            a = libc.mmap(None, length, prot, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate,
+                          -1, 0)
+            if a in (None, ctypes.c_void_p(-1).value):
+                raise AfXdpError("system", f"cannot allocate a {_fmt_bytes(length)} UMEM: "
+                                           f"{os.strerror(ctypes.get_errno())}")
+            self.addr, self.length, self.page = a, length, mmap.PAGESIZE
+            log.warning("AF_XDP UMEM uses anonymous memory (4 KiB pages) because %s; to use "
+                        "huge pages, %s", why, B.HOW_TO_ENABLE)
+        self.why = why
+
+    def close(self) -> None:
+        if self.addr is not None:
+            self.lib.libc.munmap(self.addr, self.length)
+            self.addr = None
+
+
+# --- the producer ------------------------------------------------------------------------------
+class AfXdpProducer:
+    """One AF_XDP socket on (``interface``, ``queue``) feeding ``ring`` as its single producer.
+    Setup only: ``run`` calls the ``@njit`` loop ``rx_loop`` with the arrays prepared here.
+
+    ``filter``: pcap-filter text, a ``parsers.filters.Filter``, or None (every frame); the part
+    the kernel can evaluate is pushed into the XDP program (``describe()["pushdown"]``).
+    ``xdp_mode``: native, skb, or auto (native, else skb).  ``bind``: zerocopy, copy, or auto
+    (zero-copy, else copy).  ``frames`` UMEM frames of ``frame_size`` bytes (2048 or 4096; the
+    fill and RX rings get ``frames`` entries).  ``burst``: descriptors per pass (default 64,
+    at most the ring's capacity).  ``idle``:
+    "poll" (sleep in poll() after ``spin`` empty polls) or "busy".  ``verify``: run the
+    user-space filter even when the pushdown is exact."""
+
+    def __init__(self, ring: Ring, interface: str, queue: int = 0, filter=None,
+                 xdp_mode: str = "auto", bind: str = "auto", frames: int = DEFAULT_FRAMES,
+                 frame_size: int = 2048, burst: int | None = None, hugetlbfs: str | None = None,
+                 idle: str = "poll", spin: int = 20000, poll_ms: int = 10,
+                 verify: bool = False):
+        # --- validate at the edge ------------------------------------------------------------
+        if xdp_mode not in ("auto", "native", "skb"):
+            raise AfXdpError("config", f"xdp_mode: expected auto, native or skb, got "
+                                       f"{xdp_mode!r}")
+        if bind not in ("auto", "zerocopy", "copy"):
+            raise AfXdpError("config", f"bind: expected auto, zerocopy or copy, got {bind!r}")
+        if frame_size not in (2048, 4096):
+            raise AfXdpError("config", f"frame_size: expected 2048 or 4096, got {frame_size!r}")
+        if not isinstance(frames, int) or frames < 64 or frames & (frames - 1) or frames > 1 << 20:
+            raise AfXdpError("config", f"frames: expected a power of two from 64 to 1048576, got "
+                                       f"{frames!r}")
+        if burst is None:
+            burst = min(64, frames, ring.capacity)
+        if not isinstance(burst, int) or not 1 <= burst <= min(4096, frames, ring.capacity):
+            raise AfXdpError("config", f"burst: expected 1..{min(4096, frames, ring.capacity)}, "
+                                       f"got {burst!r}")
+        if idle not in ("poll", "busy"):
+            raise AfXdpError("config", f"idle: expected poll or busy, got {idle!r}")
+        self.ring = ring
+        self.interface = interface
+        self.queue = queue
+        self.xdp_mode_wanted = xdp_mode
+        self.bind_wanted = bind
+        self.frames = frames
+        self.frame_size = frame_size
+        self.burst = burst
+        self.idle = idle
+        self.spin = spin if idle == "poll" else 0
+        self.poll_ms = poll_ms
+        self.verify = verify
+        self._closed = False
+        self._undo: list = []           # cleanup actions, run in reverse by close()
+        self.stale_removed = None
+        self.notes: list[str] = []
+        self._filter_obj = None
+        self.pushdown = None
+        self.prog_id = None
+        self.xdp_mode = None
+        self.zerocopy = None
+        self.need_wakeup = None
+        self._finalizer = weakref.finalize(self, AfXdpProducer._cleanup, self._undo)
+        try:
+            self._setup(hugetlbfs, filter)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- setup ------------------------------------------------------------------------------
+    def _setup(self, hugetlbfs, filter) -> None:
+        from . import xsk_lib as X
+        from .xsk_pushdown import RuleMaps
+        ifname, queue = self.interface, self.queue
+        self.ifindex = check_interface(ifname)
+        check_privileges()
+        check_queue(ifname, queue)
+        umem_bytes = self.frames * self.frame_size
+        self.memlock = check_memlock(umem_bytes)
+        self.filter = self._compile(filter)          # a bad expression fails before any change
+        lib = X.load()
+        self.lib = lib
+        obj_path = X.bpf_object_path()
+        os.environ.setdefault("LIBXDP_SKIP_DISPATCHER", "1")   # see the issue's facts: EPERM
+
+        # the ring first: it refuses a second producer before we touch the interface
+        self.producer = Producer(self.ring)
+        self._undo.append(self.producer.close)
+        self.ctrl, self.words, self.slot_bytes = (self.producer.ctrl, self.producer.words,
+                                                  self.producer.slot_bytes)
+        self.pstate = self.producer.pstate
+
+        locks = _Locks(self.ifindex, queue)
+        self.locks = locks
+        locks.take_queue({"pid": os.getpid(), "interface": ifname, "queue": queue,
+                          "ring": self.ring.name, "started_ns": time.time_ns()})
+        self._undo.append(locks.release_queue)
+        locks.lock_interface()
+        try:
+            self._attach_program(lib, obj_path, locks)
+            self.maps = RuleMaps(lib, self._map_fd)
+            self._undo.append(self.maps.close)
+            self._install(self.filter)
+            self.umem_mem = _Umem(lib, umem_bytes, hugetlbfs)
+            self._undo.append(self.umem_mem.close)
+            self._create_socket(lib)
+            r = lib.xdp.xsk_socket__update_xskmap(self.xsk, self._map_fd("xsks_map"))
+            if r < 0:
+                raise AfXdpError("system", f"cannot put the socket in the program's XSK map: "
+                                           f"{os.strerror(-r)}{X.last_messages()}")
+        finally:
+            locks.unlock_interface()
+        self.xs = self._ring_words()
+        self.state = np.zeros(STATE_WORDS, dtype=np.int64)
+        fill_frames(self.xs, self.state)
+        self.state[ST_RX_CONS] = int(ctypes.c_uint32.from_address(self.rx.consumer).value)
+        self.verdict = np.zeros(max(self.burst, 1), dtype=np.int64)
+        from parsers.record import new_records
+        self.recs = new_records(1)
+        self.wait_full = bool(self.ring.mode == L.MODE_LOSSLESS
+                              and self.ring.full_policy == L.FULL_WAIT)
+        self.portq = (self.ifindex & 0xFFFF) | ((queue & 0xFFFF) << 16)
+        self.nic_base = int(self.ctrl[L.PS_NIC_DROPS])
+        self._stats_t = 0.0
+        self._stats_reported: dict = {}
+        self._poller = select.poll()
+        self._poller.register(self.fd, select.POLLIN)
+
+    def _compile(self, filter):
+        if filter is None:
+            return None
+        from parsers.filters import Filter
+        if isinstance(filter, Filter):
+            return filter
+        if isinstance(filter, str):
+            from parsers.pcap_filter import compile_pcap_filter
+            return compile_pcap_filter(filter)
+        raise AfXdpError("config", f"filter: expected pcap-filter text or a Filter, got "
+                                   f"{type(filter).__name__}")
+
+    def _attach_program(self, lib, obj_path, locks) -> None:
+        from . import xsk_lib as X
+        self._remove_stale(lib, locks)
+        prog = lib.xdp.xdp_program__open_file(str(obj_path).encode(), b"xdp", None)
+        err = lib.ptr_error(prog)
+        if err:
+            raise AfXdpError("system", f"cannot open {obj_path}: {os.strerror(-err)}"
+                                       f"{X.last_messages()}")
+        self.prog = prog
+        self._undo.append(lambda: lib.xdp.xdp_program__close(prog))
+        modes = {"native": [X.XDP_MODE_NATIVE], "skb": [X.XDP_MODE_SKB],
+                 "auto": [X.XDP_MODE_NATIVE, X.XDP_MODE_SKB]}[self.xdp_mode_wanted]
+        errs = []
+        for mode in modes:
+            X.recent_messages.clear()
+            r = lib.xdp.xdp_program__attach(prog, self.ifindex, mode, 0)
+            if r == 0:
+                self.xdp_mode = X.MODE_NAMES[mode]
+                break
+            errs.append((mode, -r, X.last_messages()))
+        else:
+            mode, e, said = errs[-1]
+            if e in (errno.EOPNOTSUPP, errno.ENOTSUPP if hasattr(errno, "ENOTSUPP") else 524,
+                     524):
+                raise AfXdpError("unsupported", f"XDP is not supported in {X.MODE_NAMES[mode]} "
+                                                f"mode on {self.interface} (driver "
+                                                f"{_driver(self.interface)}): "
+                                                f"{os.strerror(e)}"
+                                                + ("; use --mode skb (generic XDP works on any "
+                                                   "interface)" if mode == X.XDP_MODE_NATIVE
+                                                   else "") + said)
+            if e == errno.EPERM:
+                raise AfXdpError("permission", f"attaching XDP to {self.interface}: "
+                                               f"{os.strerror(e)}{said}")
+            raise AfXdpError("system", f"cannot attach the XDP program to {self.interface} "
+                                       f"({X.MODE_NAMES[mode]} mode): {os.strerror(e)}{said}")
+        if len(errs) == 1 and self.xdp_mode_wanted == "auto":
+            self.notes.append(f"native XDP failed ({os.strerror(errs[0][1])}): using skb mode")
+        attach_mode = modes[len(errs)]
+        self.prog_id = int(lib.xdp.xdp_program__id(prog))
+
+        def detach():
+            live, _ = locks.others()
+            if live:                 # another producer still uses the program (other queue)
+                return
+            r = lib.xdp.xdp_program__detach(prog, self.ifindex, attach_mode, 0)
+            if r < 0 and -r != errno.ENOENT:
+                log.warning("detaching the XDP program from %s: %s", self.interface,
+                            os.strerror(-r))
+        self._detach = detach
+        self._undo.append(self._detach_locked)
+        self._obj = lib.xdp.xdp_program__bpf_obj(prog)
+
+    def _detach_locked(self) -> None:
+        self.locks.lock_interface()
+        try:
+            self._detach()
+        finally:
+            self.locks.unlock_interface()
+
+    def _remove_stale(self, lib, locks) -> None:
+        """A program already on the interface: hugering's with no live owner is removed (and
+        reported); hugering's with a live owner, or anybody else's, is an error."""
+        from . import xsk_lib as X
+        mp = lib.xdp.xdp_multiprog__get_from_ifindex(self.ifindex)
+        err = lib.ptr_error(mp)
+        if err:
+            return                               # -ENOENT: nothing attached
+        try:
+            main = lib.xdp.xdp_multiprog__main_prog(mp)
+            if not main or lib.ptr_error(main):
+                return                           # an hw-only program, or nothing
+            name = (lib.xdp.xdp_program__name(main) or b"").decode(errors="replace")
+            pid = int(lib.xdp.xdp_program__id(main))
+            mode = X.MODE_NAMES.get(lib.xdp.xdp_multiprog__attach_mode(mp), "?")
+            if name != PROGRAM_NAME:
+                raise AfXdpError("busy", f"{self.interface} already has an XDP program that is "
+                                         f"not hugering's ({name!r}, id {pid}, {mode} mode); "
+                                         f"remove it with 'xdp-loader unload {self.interface} "
+                                         f"--all' or 'ip link set dev {self.interface} xdp "
+                                         f"off', or use another interface")
+            live, dead = locks.others()
+            if locks.previous:
+                dead.insert(0, locks.previous)
+            if live:
+                who = ", ".join(f"pid {o.get('pid')} queue {o.get('queue')}" for o in live)
+                raise AfXdpError("busy", f"{self.interface} already has hugering's XDP program "
+                                         f"(id {pid}) in use by a live producer ({who}); one "
+                                         f"process per interface for now")
+            r = lib.xdp.xdp_multiprog__detach(mp)
+            if r < 0:
+                raise AfXdpError("system", f"cannot remove the stale XDP program (id {pid}) "
+                                           f"from {self.interface}: {os.strerror(-r)}"
+                                           f"{X.last_messages()}")
+            owners = [o for o in dead if o.get("pid")]
+            by = ", ".join(f"pid {o['pid']} (ring {o.get('ring')!r}, queue {o.get('queue')})"
+                           for o in owners) or "an earlier run"
+            self.stale_removed = {"program_id": pid, "mode": mode, "left_by": owners}
+            msg = (f"removed a stale hugering XDP program (id {pid}, {mode} mode) from "
+                   f"{self.interface}, left by {by}, which is no longer running")
+            self.notes.append(msg)
+            log.warning("%s", msg)
+            for o in dead:                        # their owner files are now meaningless
+                q = o.get("queue")
+                if q is not None and q != self.queue:
+                    try:
+                        (LOCK_DIR / f"{locks.prefix}-q{q}.owner").unlink()
+                    except OSError:
+                        pass
+        finally:
+            lib.xdp.xdp_multiprog__close(mp)
+
+    def _map_fd(self, name: str) -> int:
+        fd = self.lib.bpf.bpf_object__find_map_fd_by_name(self._obj, name.encode())
+        if fd < 0:
+            raise AfXdpError("system", f"the XDP program has no map {name!r} (stale build of "
+                                       f"xdp_filter.bpf.o?)")
+        return fd
+
+    def _create_socket(self, lib) -> None:
+        from . import xsk_lib as X
+        binds = {"zerocopy": [X.XDP_ZEROCOPY], "copy": [X.XDP_COPY],
+                 "auto": [X.XDP_ZEROCOPY, X.XDP_COPY]}[self.bind_wanted]
+        r, first = -errno.EINVAL, 0
+        for i, bflag in enumerate(binds):
+            deadline = time.monotonic() + EBUSY_RETRY_S
+            while True:
+                r = self._try_socket(lib, bflag | X.XDP_USE_NEED_WAKEUP)
+                if r == -errno.EBUSY and time.monotonic() < deadline:
+                    time.sleep(0.05)            # the previous socket on this queue is going
+                    continue
+                break
+            if r == 0:
+                if i > 0:
+                    self.notes.append(f"zero-copy bind failed ({os.strerror(-first)}): using "
+                                      f"copy mode")
+                break
+            if i == 0:
+                first = r
+            if r not in (-errno.EOPNOTSUPP, -errno.EINVAL, -errno.EPROTONOSUPPORT):
+                break
+        if r != 0:
+            e = -r
+            said = X.last_messages()
+            if e == errno.ENOBUFS:
+                raise AfXdpError("memlock", f"the kernel refused to pin the "
+                                            f"{_fmt_bytes(self.umem_mem.length)} UMEM "
+                                            f"({os.strerror(e)}): memlock limit too low; "
+                                            f"'ulimit -l unlimited' or CAP_IPC_LOCK{said}")
+            if e == errno.EOPNOTSUPP:
+                raise AfXdpError("unsupported", f"{self.interface} does not support a "
+                                                f"{self.bind_wanted} AF_XDP bind: "
+                                                f"{os.strerror(e)} (use --bind copy){said}")
+            if e == errno.EINVAL and self.queue not in rx_queues(self.interface):
+                raise AfXdpError("queue", f"queue {self.queue} is out of range for "
+                                          f"{self.interface}")
+            if e == errno.EAFNOSUPPORT:
+                raise AfXdpError("unsupported", "this kernel has no AF_XDP sockets "
+                                                "(CONFIG_XDP_SOCKETS)")
+            if e == errno.EBUSY:
+                raise AfXdpError("busy", f"queue {self.queue} of {self.interface} already has "
+                                         f"an AF_XDP socket (another program?): "
+                                         f"{os.strerror(e)}{said}")
+            raise AfXdpError("system", f"cannot create the AF_XDP socket on {self.interface} "
+                                       f"queue {self.queue}: {os.strerror(e)}{said}")
+        opts = X.XdpOptions()
+        ln = ctypes.c_uint32(ctypes.sizeof(opts))
+        if lib.libc.getsockopt(self.fd, X.SOL_XDP, X.XDP_OPTIONS, ctypes.byref(opts),
+                               ctypes.byref(ln)) == 0:
+            self.zerocopy = bool(opts.flags & X.XDP_OPTIONS_ZEROCOPY)
+        else:
+            self.zerocopy = bflag == X.XDP_ZEROCOPY
+        self.need_wakeup = True
+
+    def _try_socket(self, lib, bind_flags: int) -> int:
+        """UMEM registration + socket; 0 or -errno (everything undone on failure)."""
+        from . import xsk_lib as X
+        self.fill, self.comp, self.rx = X.XskRing(), X.XskRing(), X.XskRing()
+        ucfg = X.XskUmemConfig(fill_size=self.frames, comp_size=64,
+                               frame_size=self.frame_size, frame_headroom=0, flags=0)
+        umem = ctypes.c_void_p()
+        X.recent_messages.clear()
+        r = lib.xdp.xsk_umem__create(ctypes.byref(umem), ctypes.c_void_p(self.umem_mem.addr),
+                                     self.frames * self.frame_size, ctypes.byref(self.fill),
+                                     ctypes.byref(self.comp), ctypes.byref(ucfg))
+        if r < 0:
+            return r
+        scfg = X.XskSocketConfig(rx_size=self.frames, tx_size=0,
+                                 libxdp_flags=X.XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+                                 xdp_flags=0, bind_flags=bind_flags)
+        xsk = ctypes.c_void_p()
+        r = lib.xdp.xsk_socket__create(ctypes.byref(xsk), self.interface.encode(), self.queue,
+                                       umem, ctypes.byref(self.rx), None, ctypes.byref(scfg))
+        if r < 0:
+            lib.xdp.xsk_umem__delete(umem)
+            return r
+        self.umem, self.xsk = umem, xsk
+        self.fd = int(lib.xdp.xsk_socket__fd(xsk))
+
+        def delete():
+            lib.xdp.xsk_socket__delete(xsk)
+            lib.xdp.xsk_umem__delete(umem)
+        self._undo.append(delete)
+        return 0
+
+    def _ring_words(self) -> np.ndarray:
+        xs = np.zeros(XS_WORDS, dtype=np.int64)
+        xs[XS_RX_PROD], xs[XS_RX_CONS] = self.rx.producer, self.rx.consumer
+        xs[XS_RX_RING], xs[XS_RX_SIZE] = self.rx.ring, self.rx.size
+        xs[XS_FQ_PROD], xs[XS_FQ_CONS] = self.fill.producer, self.fill.consumer
+        xs[XS_FQ_RING], xs[XS_FQ_SIZE] = self.fill.ring, self.fill.size
+        xs[XS_FQ_FLAGS] = self.fill.flags
+        xs[XS_UMEM], xs[XS_UMEM_SIZE] = self.umem_mem.addr, self.frames * self.frame_size
+        xs[XS_FRAME_SIZE], xs[XS_FRAMES] = self.frame_size, self.frames
+        assert self.fill.size >= self.frames and self.rx.size & (self.rx.size - 1) == 0
+        return xs
+
+    # --- filters ----------------------------------------------------------------------------
+    def _install(self, flt) -> None:
+        from .xsk_pushdown import plan
+        pd = plan(None if flt is None else flt.node)
+        self.maps.install(pd.rules)
+        self.pushdown = pd
+        self._filter_obj = flt
+        check = flt is not None and (not pd.exact or self.verify)
+        if flt is None:
+            from parsers.filters import Const, Filter
+            flt_prog = Filter(Const(True)).prog
+            parse = False
+        else:
+            flt_prog = flt.prog
+            parse = bool(flt.needs_records)
+        # one tuple, swapped whole: the loop picks it up at its next call
+        self._user = (flt_prog, bool(check), parse)
+
+    def set_filter(self, filter) -> dict:
+        """Replace the filter while running: the kernel's rules change with one generation flip
+        (no reload, the socket stays), the user-space half at the loop's next chunk (<= 20 ms).
+        Returns the new pushdown report.  Safe to call from another thread than ``run``."""
+        flt = self._compile(filter)
+        self._install(flt)
+        return self.pushdown.report()
+
+    # --- introspection ----------------------------------------------------------------------
+    def describe(self) -> dict:
+        """What was obtained: modes, memory, program, filter split."""
+        return {
+            "interface": self.interface, "ifindex": self.ifindex, "queue": self.queue,
+            "ring": self.ring.name, "xdp_mode": self.xdp_mode,
+            "bind": "zerocopy" if self.zerocopy else "copy", "need_wakeup": self.need_wakeup,
+            "umem": self.umem_mem.kind, "umem_bytes": self.umem_mem.length,
+            "frames": self.frames, "frame_size": self.frame_size, "rx_size": int(self.rx.size),
+            "fill_size": int(self.fill.size), "program_id": self.prog_id,
+            "memlock": self.memlock, "stale_removed": self.stale_removed,
+            "filter": None if self._filter_obj is None else
+            (self._filter_obj.source or str(self._filter_obj.node)),
+            "pushdown": self.pushdown.report(), "user_space_check": self._user[1],
+            "notes": list(self.notes),
+        }
+
+    def mode_line(self) -> str:
+        d = self.describe()
+        pd = d["pushdown"]
+        split = "no filter" if d["filter"] is None else (
+            f"{len(pd['rules'])} kernel rule{'s' if len(pd['rules']) != 1 else ''}, "
+            + ("exact" if pd["exact"] else "user space re-checks: " + "; ".join(pd["user_space"])))
+        return (f"af_xdp {d['interface']} queue {d['queue']}: xdp {d['xdp_mode']} mode, "
+                f"{d['bind']} bind, UMEM {d['frames']} x {d['frame_size']} B on {d['umem']}, "
+                f"rings {d['rx_size']}; filter: {split}")
+
+    def xdp_statistics(self) -> dict:
+        from . import xsk_lib as X
+        s = X.XdpStatistics()
+        ln = ctypes.c_uint32(ctypes.sizeof(s))
+        if self.lib.libc.getsockopt(self.fd, X.SOL_XDP, X.XDP_STATISTICS, ctypes.byref(s),
+                                    ctypes.byref(ln)) != 0:
+            return {}
+        return {name: int(getattr(s, name)) for name, _ in X.XdpStatistics._fields_}
+
+    def kernel_counters(self) -> dict:
+        return self.maps.counters()
+
+    def _fold_stats(self, force: bool = False) -> dict:
+        t = time.monotonic()
+        if not force and t - self._stats_t < STATS_EVERY_S:
+            return {}
+        self._stats_t = t
+        s = self.xdp_statistics()
+        if s:
+            self.ctrl[L.PS_NIC_DROPS] = self.nic_base + s["rx_dropped"] + s["rx_ring_full"]
+        return s
+
+    # --- running ----------------------------------------------------------------------------
+    def _call(self, limit: int, until_ns: int, chunk_ns: int) -> int:
+        (code, consts, ac_next, ac_out), check, parse = self._user
+        return rx_loop(self.ctrl, self.words, self.slot_bytes, self.pstate, self.xs, self.state,
+                       self.verdict, code, consts, ac_next, ac_out, self.recs, check, parse,
+                       limit, until_ns, chunk_ns, self.burst, self.wait_full, self.portq,
+                       self.spin)
+
+    def warmup(self) -> float:
+        """Compile (or load from the cache) the hot loop without taking a frame."""
+        t = time.perf_counter()
+        self._call(int(self.state[ST_ACCEPTED]), 0, 0)
+        return time.perf_counter() - t
+
+    def run(self, count: int | None = None, duration: float | None = None, stop=None) -> dict:
+        """Take frames into the ring until ``count`` accepted frames (published + dropped), for
+        ``duration`` seconds, or until ``stop()`` is true (checked at least every 20 ms) or
+        Ctrl-C.  Returns the run's statistics; ``run`` again continues."""
+        if count is not None and (not isinstance(count, int) or count < 0):
+            raise AfXdpError("config", f"count: expected a frame count >= 0, got {count!r}")
+        st = self.state
+        before = st.copy()
+        stats0 = self._stats_reported      # drops between two runs count in the next one
+        limit = int(st[ST_ACCEPTED]) + count if count is not None else -1
+        start = time.time_ns()
+        until = start + int(duration * 1e9) if duration is not None else 0
+        if duration is not None and duration <= 0:
+            limit = int(st[ST_ACCEPTED])
+        t0 = time.perf_counter()
+        why = "stop"
+        try:
+            while True:
+                r = self._call(limit, until, CHUNK_NS)
+                if r == RET_COUNT:
+                    why = "count"
+                    break
+                if r == RET_DEADLINE:
+                    why = "duration"
+                    break
+                if r == RET_IDLE:
+                    K.producer_idle(self.ctrl, self.pstate, now_ns())
+                    wait = self.poll_ms
+                    if until:
+                        wait = max(0, min(wait, (until - time.time_ns()) // 1_000_000 + 1))
+                    self._poller.poll(wait)
+                elif r == RET_WAKEUP:
+                    self.lib.libc.recvfrom(self.fd, None, 0, 0x40, None, None)
+                self._fold_stats()
+                if stop is not None and stop():
+                    break
+        except KeyboardInterrupt:
+            why = "interrupt"
+        elapsed = time.perf_counter() - t0
+        s = self._fold_stats(force=True)
+        d = {k: int(st[v] - before[v]) for k, v in (
+            ("received", ST_RX), ("accepted", ST_ACCEPTED), ("published", ST_PUBLISHED),
+            ("dropped", ST_DROPPED), ("user_rejected", ST_REJECTED), ("bytes", ST_BYTES),
+            ("bursts", ST_BURSTS), ("full_spins", ST_FULL_SPINS), ("truncated", ST_TRUNCATED),
+            ("wakeups", ST_WAKEUPS))}
+        nic = {k: s.get(k, 0) - stats0.get(k, 0) for k in s}
+        self._stats_reported = s or stats0
+        return {"ring": self.ring.name, "interface": self.interface, "queue": self.queue,
+                "stopped_by": why, **d,
+                "nic_drops": nic.get("rx_dropped", 0) + nic.get("rx_ring_full", 0),
+                "xdp_statistics": nic, "elapsed_s": elapsed,
+                "rate_pps": d["published"] / elapsed if elapsed > 0 else 0.0,
+                "xdp_mode": self.xdp_mode, "bind": "zerocopy" if self.zerocopy else "copy"}
+
+    # --- teardown ---------------------------------------------------------------------------
+    @staticmethod
+    def _cleanup(undo: list) -> None:
+        while undo:
+            fn = undo.pop()
+            try:
+                fn()
+            except Exception as e:           # keep going: every resource gets its chance
+                log.warning("AF_XDP cleanup: %s: %s", type(e).__name__, e)
+
+    def close(self) -> None:
+        """Remove the socket, detach the program (unless another queue's producer still uses
+        it), free the UMEM, leave the ring.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if getattr(self, "_poller", None) is not None and getattr(self, "fd", None) is not None:
+            try:
+                self._poller.unregister(self.fd)
+            except (KeyError, ValueError):
+                pass
+        try:
+            if getattr(self, "ctrl", None) is not None and getattr(self, "xsk", None) is not None:
+                self._fold_stats(force=True)
+        except Exception:
+            pass
+        self._cleanup(self._undo)
+        self._finalizer.detach()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _driver(ifname: str) -> str:
+    try:
+        return os.path.basename(os.readlink(NET_SYSFS / ifname / "device" / "driver"))
+    except OSError:
+        pass
+    try:
+        for line in (NET_SYSFS / ifname / "uevent").read_text().splitlines():
+            if line.startswith("DEVTYPE="):
+                return line.split("=", 1)[1]
+    except OSError:
+        pass
+    return "unknown" if ifname != "lo" else "loopback"
