@@ -134,6 +134,26 @@ def run_producer(cfg, name: str, queue: int) -> int:
                      pps=o.pps, speed=None if (o.pps or o.topspeed) else o.speed,
                      topspeed=o.topspeed, loop=o.loop,
                      original_timestamps=o.original_timestamps, stop=lambda: bool(stopping))
+    elif p.kind == "af_xdp":
+        from engine.producers.afxdp import AfXdpProducer
+        from engine.producers.xsk_lib import MissingDependency
+        from shm.ring import Ring
+        nic_queue = o.queues[queue] if o.queues is not None else queue
+        ring = Ring.open(ring_name, rc.hugetlbfs)
+        try:
+            try:
+                prod = AfXdpProducer(ring, o.interface, queue=nic_queue, xdp_mode=o.xdp_mode,
+                                     bind=o.bind, hugetlbfs=rc.hugetlbfs)
+            except MissingDependency as e:
+                print(f"hugering: error: producer {label}: {e}", file=sys.stderr, flush=True)
+                return EXIT_UNAVAILABLE
+            with prod:
+                print(f"producer {label}: {prod.mode_line()} into {ring_name}",
+                      file=sys.stderr, flush=True)
+                rep = prod.run(stop=lambda: bool(stopping))
+                rep["setup"] = prod.describe()
+        finally:
+            ring.close()
     else:
         print(f"hugering: error: producer {label}: kind {p.kind!r} is not available in this "
               "build yet", file=sys.stderr, flush=True)
