@@ -1,0 +1,618 @@
+"""The AF_XDP producer on a real veth pair, with traffic the kernel generates.
+
+Each test owns a namespace and a veth pair (``HostPeer``: the producer's end ``hx<pid>n<k>h`` in
+this process's namespace, the sender's end in namespace ``hx<pid>n<k>``), sends UDP datagrams,
+pings and TCP connections from the peer namespace through ordinary kernel sockets, and checks:
+
+* every frame the filter selects arrives in the ring exactly once, in order, byte for byte as
+  the sender's kernel put it on the wire (a tcpdump capture on the sender's end is the oracle,
+  and the UDP payloads are the ones the sender wrote);
+* traffic the filter does not select still reaches the kernel stack (a UDP socket of this test
+  receives it, ping answers, a TCP connection is accepted);
+* the XDP mode and bind mode obtained are reported; the kernel's per-rule counters agree;
+* filter changes at run time, ring overload policies, NIC drops in the ring's counters;
+* lifecycle: everything released after an exception, a stale program of a SIGKILLed run
+  removed and reported, and each setup error reads clearly.
+
+Everything a test creates (namespace, veth, XDP program, rings) is removed in a ``finally``;
+``sweep_stale`` removes what test processes that died left behind.  Root only (CI runs it as
+root, where nothing may skip); libxdp, libbpf, clang and tcpdump come from .ci/run.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shm import layout as L
+from shm.ring import Ring
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+_counter = itertools.count()
+_LINK = re.compile(r"^hx(\d+)n\d+h$")
+_NS = re.compile(r"^hx(\d+)n\d+$")
+FRAMES = 4096          # UMEM frames per producer in these tests (8 MiB of huge pages)
+
+
+def _need():
+    if os.geteuid() != 0:
+        pytest.skip("AF_XDP tests need root (namespaces, XDP programs, AF_XDP sockets)")
+    for tool in ("ip", "tcpdump", "ping"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} (see .ci/run)")
+    try:
+        from engine.producers import xsk_lib
+        xsk_lib.load()
+        xsk_lib.bpf_object_path()
+    except Exception as e:               # MissingDependency names the Debian package
+        pytest.skip(f"AF_XDP unavailable: {e}")
+
+
+@pytest.fixture(autouse=True)
+def _requirements():
+    _need()
+
+
+def sh(*argv, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                         timeout=timeout)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))}: rc {out.returncode}: "
+                           f"{out.stderr.strip()[-2000:]}")
+    return out
+
+
+def sweep_stale() -> None:
+    """Links and namespaces of test processes that no longer exist."""
+    for line in sh("ip", "-o", "link", "show", check=False).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        m = _LINK.match(name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            sh("ip", "link", "del", name, check=False)
+    for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = _NS.match(name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            sh("ip", "netns", "del", name, check=False)
+
+
+class HostPeer:
+    """A veth pair: ``host`` in this namespace (the producer's side), ``peer`` in namespace
+    ``ns`` (the sender's side), on a /30 of 198.18.0.0/15 and a /64 of fd00::/8 derived from
+    the pid and a counter.  ``send`` runs a Python snippet in the peer namespace."""
+
+    def __init__(self):
+        pid, k = os.getpid(), next(_counter)
+        if k > 60:
+            raise RuntimeError("too many pairs in one test process")
+        self.ns = f"hx{pid}n{k}"
+        self.host, self.peer = self.ns + "h", self.ns + "p"
+        self.host_ip = f"198.18.{pid & 255}.{4 * k + 1}"
+        self.peer_ip = f"198.18.{pid & 255}.{4 * k + 2}"
+        self.host_ip6 = f"fd00:6872:{pid & 0xFFFF:x}:{k:x}::1"
+        self.peer_ip6 = f"fd00:6872:{pid & 0xFFFF:x}:{k:x}::2"
+        self._procs: list[subprocess.Popen] = []
+
+    def __enter__(self):
+        sweep_stale()
+        try:
+            sh("ip", "netns", "add", self.ns)
+            sh("ip", "link", "add", self.host, "type", "veth", "peer", "name", self.peer,
+               "netns", self.ns)
+            sh("sysctl", "-qw", f"net.ipv6.conf.{self.host}.accept_dad=0")
+            sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host)
+            sh("ip", "-6", "addr", "add", f"{self.host_ip6}/64", "dev", self.host, "nodad")
+            sh("ip", "link", "set", self.host, "up")
+            self.exec("sysctl", "-qw", f"net.ipv6.conf.{self.peer}.accept_dad=0")
+            sh("ip", "-n", self.ns, "addr", "add", f"{self.peer_ip}/30", "dev", self.peer)
+            sh("ip", "-n", self.ns, "-6", "addr", "add", f"{self.peer_ip6}/64", "dev",
+               self.peer, "nodad")
+            sh("ip", "-n", self.ns, "link", "set", "lo", "up")
+            sh("ip", "-n", self.ns, "link", "set", self.peer, "up")
+            deadline = time.monotonic() + 10
+            while "LOWER_UP" not in sh("ip", "-o", "link", "show", self.host).stdout:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("veth pair did not come up")
+                time.sleep(0.02)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        sh("ip", "netns", "del", self.ns, check=False)     # takes the peer, hence the pair
+        sh("ip", "link", "del", self.host, check=False)
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def exec(self, *argv, check=True, timeout=30):
+        return sh("ip", "netns", "exec", self.ns, *argv, check=check, timeout=timeout)
+
+    def popen(self, *argv, **kw) -> subprocess.Popen:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns, *map(str, argv)], **kw)
+        self._procs.append(p)
+        return p
+
+    def send(self, datagrams, family=socket.AF_INET) -> None:
+        """Send [(port, payload bytes)] from the peer to the host, in order, through one
+        ordinary UDP socket (the kernel builds the frames)."""
+        dst = self.host_ip if family == socket.AF_INET else self.host_ip6
+        spec = json.dumps([(p, b.hex()) for p, b in datagrams])
+        code = ("import json, socket, sys\n"
+                f"s = socket.socket({int(family)}, socket.SOCK_DGRAM)\n"
+                "for port, data in json.loads(sys.stdin.read()):\n"
+                f"    s.sendto(bytes.fromhex(data), ({dst!r}, port))\n")
+        out = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
+                             input=spec, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+
+    def ping(self, v6: bool = False, count: int = 2) -> None:
+        """From the peer (resolves ARP / neighbours both ways); fails the test if no answer."""
+        dst = self.host_ip6 if v6 else self.host_ip
+        self.exec("ping", "-6" if v6 else "-4", "-c", count, "-i", "0.2", "-W", "2", dst)
+
+    def xdp_prog_id(self) -> int | None:
+        """The id of the XDP program attached to the host end (None: none)."""
+        info = json.loads(sh("ip", "-j", "-d", "link", "show", self.host).stdout)[0]
+        x = info.get("xdp")
+        if not x:
+            return None
+        prog = x.get("prog") or (x.get("attached") or [{}])[0].get("prog") or {}
+        return prog.get("id") or x.get("id") or -1
+
+
+def start_tcpdump(hp: HostPeer, path: Path, expr: str) -> subprocess.Popen:
+    """tcpdump on the sender's end, egress only: the frames exactly as the kernel sent them."""
+    p = hp.popen("tcpdump", "-i", hp.peer, "-Q", "out", "-U", "-n", "-w", str(path), expr,
+                 text=True)
+    deadline = time.monotonic() + 10
+    line = ""
+    while "listening on" not in line:
+        assert time.monotonic() < deadline and p.poll() is None, "tcpdump did not start"
+        line = p.stderr.readline()
+    return p
+
+
+def stop_tcpdump(p: subprocess.Popen) -> None:
+    time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=10)
+
+
+def read_pcap(path: Path) -> list[bytes]:
+    d = path.read_bytes()
+    magic = struct.unpack_from("<I", d)[0]
+    end = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    out, off = [], 24
+    while off + 16 <= len(d):
+        _, _, incl, orig = struct.unpack_from(end + "IIII", d, off)
+        assert incl == orig, "tcpdump cut a frame"
+        out.append(d[off + 16:off + 16 + incl])
+        off += 16 + incl
+    return out
+
+
+def ring_frames(ring: Ring, first: int, count: int) -> list[tuple[bytes, int, dict]]:
+    """(frame bytes, wire_len, header fields) of slots first .. first+count-1."""
+    out = []
+    for s in range(first, first + count):
+        rec = ring.slots[s & (ring.capacity - 1)]
+        assert int(rec["seq"]) == s, f"slot {s} holds seq {int(rec['seq'])}"
+        cap = int(rec["cap_len"])
+        out.append((bytes(rec["payload"][:cap]), int(rec["wire_len"]),
+                    {"ts": int(rec["ts_ns"]), "port": int(rec["port"]),
+                     "queue": int(rec["queue"]), "flags": int(rec["flags"])}))
+    return out
+
+
+def udp_payload(frame: bytes) -> tuple[int, bytes]:
+    """(destination port, payload) of an Ethernet/IPv4-or-IPv6/UDP frame."""
+    et = struct.unpack_from("!H", frame, 12)[0]
+    if et == 0x0800:
+        ihl = (frame[14] & 15) * 4
+        l4 = 14 + ihl
+    else:
+        assert et == 0x86DD
+        l4 = 14 + 40
+    dport, ulen = struct.unpack_from("!HxxH", frame, l4 + 2)[0], \
+        struct.unpack_from("!H", frame, l4 + 4)[0]
+    return dport, frame[l4 + 8:l4 + ulen]
+
+
+def host_udp_socket(hp: HostPeer, port: int, v6: bool = False) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    s.bind((hp.host_ip6 if v6 else hp.host_ip, port))
+    s.settimeout(5)
+    return s
+
+
+def drain(s: socket.socket, n: int) -> list[bytes]:
+    got = []
+    for _ in range(n):
+        got.append(s.recv(65536))
+    return got
+
+
+def payloads(tag: bytes, n: int, sizes=(18, 1400)) -> list[bytes]:
+    """n distinct payloads of varied sizes, starting with tag and a sequence number."""
+    rng = np.random.default_rng(len(tag) * 7919 + n)
+    out = []
+    for i in range(n):
+        size = int(rng.integers(sizes[0], sizes[1] + 1))
+        head = tag + b"%06d" % i
+        body = bytes(rng.integers(0, 256, size=max(0, size - len(head)), dtype=np.uint8))
+        out.append((head + body)[:max(size, len(head))])
+    return out
+
+
+def producer(ring, hp: HostPeer, **kw):
+    from engine.producers.afxdp import AfXdpProducer
+    kw.setdefault("frames", FRAMES)
+    return AfXdpProducer(ring, hp.host, **kw)
+
+
+# --- receive -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["native", "skb"])
+def test_selected_frames_arrive_once_in_order_byte_identical(mode, ring_name, tmp_path):
+    sel, other = 30001, 30002
+    n_sel, n_other = 300, 100
+    with HostPeer() as hp, Ring.create(ring_name, slots=4096) as ring:
+        sock = host_udp_socket(hp, other)
+        listener = socket.create_server((hp.host_ip, 30003))
+        listener.settimeout(5)
+        p = producer(ring, hp, filter=f"udp and dst port {sel}", xdp_mode=mode)
+        try:
+            d = p.describe()
+            assert d["xdp_mode"] == mode
+            assert d["bind"] == "copy"                   # veth: zero-copy is refused
+            assert any("zero-copy bind failed" in n for n in d["notes"])
+            assert d["pushdown"]["exact"] and not d["user_space_check"]
+            assert f"xdp {mode} mode, copy bind" in p.mode_line()
+            assert hp.xdp_prog_id() == d["program_id"]
+            p.warmup()
+            cap = tmp_path / "sent.pcap"
+            dump = start_tcpdump(hp, cap, "udp")
+            hp.ping()                                    # ARP both ways, ICMP to the stack
+            sent_sel = payloads(b"SEL", n_sel)
+            sent_other = payloads(b"OTH", n_other, sizes=(10, 200))
+            mixed = []
+            for i in range(n_sel):                       # interleaved: 3 selected, 1 other
+                mixed.append((sel, sent_sel[i]))
+                if i % 3 == 2 and i // 3 < n_other:
+                    mixed.append((other, sent_other[i // 3]))
+            mixed += [(other, b) for b in sent_other[len(range(2, n_sel, 3)):]]
+            hp.send(mixed)
+            # a TCP connection and ping while the program is attached: the stack still works
+            hp.exec(sys.executable, "-c", "import socket; s = socket.create_connection("
+                    f"({hp.host_ip!r}, 30003), timeout=5); s.sendall(b'hello'); s.close()")
+            conn, _ = listener.accept()
+            assert conn.recv(5) == b"hello"
+            conn.close()
+            hp.ping()
+            rep = p.run(count=n_sel, duration=20)
+            assert rep["stopped_by"] == "count", rep
+            rep2 = p.run(duration=0.3)                   # nothing more may come
+            stop_tcpdump(dump)
+            assert rep2["accepted"] == 0, rep2
+            assert rep["published"] == n_sel and rep["dropped"] == 0
+            assert rep["user_rejected"] == 0 and rep["nic_drops"] == 0
+            assert sorted(drain(sock, n_other)) == sorted(sent_other)   # to the stack
+            frames = ring_frames(ring, 0, n_sel)
+            # exactly once, in order, the sender's payloads
+            assert [udp_payload(f)[1] for f, _, _ in frames] == sent_sel
+            assert all(udp_payload(f)[0] == sel for f, _, _ in frames)
+            # byte-identical with the frames the sender's kernel put on the wire
+            on_wire = [f for f in read_pcap(cap) if udp_payload(f)[0] == sel]
+            assert len(on_wire) == n_sel
+            assert [f for f, _, _ in frames] == on_wire
+            assert all(w == len(f) for f, w, _ in frames)
+            hdr = frames[0][2]
+            assert hdr["queue"] == 0 and hdr["port"] == p.ifindex & 0xFFFF
+            assert abs(hdr["ts"] - time.time_ns()) < 60e9
+            kc = p.kernel_counters()
+            assert kc["rules"][0][1] == n_sel and kc["redirected"] == n_sel
+            assert kc["passed"] >= n_other + 4           # the others, ARP, ICMP, TCP
+            info = ring.info()["producer"]
+            assert info["published"] == n_sel and info["nic_drops"] == 0
+        finally:
+            p.close()
+            sock.close()
+            listener.close()
+        assert hp.xdp_prog_id() is None                  # detached on close
+
+
+def test_filter_split_user_space_rechecks_and_ipv6(ring_name):
+    """A filter the kernel cannot evaluate exactly: the kernel redirects its UDP-port half,
+    user space checks the payload; IPv6 rules in the kernel's LPM tries and port maps."""
+    p4, p6, other6 = 31001, 31002, 31003
+    flt = (f'(udp dst port {p4} and payload contains "KEEP") or '
+           f'(ip6 and src net {{net}} and udp dst port {p6})')
+    with HostPeer() as hp, Ring.create(ring_name, slots=4096) as ring:
+        net6 = hp.peer_ip6.rsplit("::", 1)[0] + "::/64"
+        s6 = host_udp_socket(hp, other6, v6=True)
+        with producer(ring, hp, filter=flt.format(net=net6)) as p:
+            pd = p.describe()["pushdown"]
+            assert not pd["exact"] and p.describe()["user_space_check"]
+            assert any("payload contains" in u for u in pd["user_space"])
+            assert len(pd["rules"]) == 2 and any("ip6" in r and "src net" in r
+                                                 for r in pd["rules"])
+            assert "user space re-checks" in p.mode_line()
+            hp.ping()
+            hp.ping(v6=True)
+            v4 = [(p4, (b"KEEP" if i % 2 else b"DROP") + b"%04d" % i) for i in range(100)]
+            hp.send(v4)
+            v6 = [(p6, b"six%04d" % i) for i in range(50)] + \
+                 [(other6, b"stack%04d" % i) for i in range(20)]
+            hp.send(v6, family=socket.AF_INET6)
+            rep = p.run(count=100, duration=20)
+            assert rep["published"] == 100 and rep["user_rejected"] == 50, rep
+            got = [udp_payload(f)[1] for f, _, _ in ring_frames(ring, 0, 100)]
+            assert got == [b for _, b in v4 if b.startswith(b"KEEP")] + [b for _, b in v6[:50]]
+            assert sorted(drain(s6, 20)) == sorted(b for _, b in v6[50:])
+            kc = p.kernel_counters()
+            assert [h for _, h in kc["rules"]] == [100, 50]
+        s6.close()
+
+
+def test_filter_change_at_run_time_keeps_the_socket(ring_name):
+    a, b = 32001, 32002
+    with HostPeer() as hp, Ring.create(ring_name, slots=4096) as ring:
+        sa, sb = host_udp_socket(hp, a), host_udp_socket(hp, b)
+        with producer(ring, hp, filter=f"udp dst port {a}") as p:
+            fd, v0 = p.fd, p.maps.version
+            stop = threading.Event()
+            reps = []
+            t = threading.Thread(target=lambda: reps.append(p.run(stop=stop.is_set)))
+            t.start()
+            try:
+                hp.ping()
+                hp.send([(a, b"a1-%d" % i) for i in range(50)] +
+                        [(b, b"b1-%d" % i) for i in range(50)])
+                assert sorted(drain(sb, 50)) == sorted(b"b1-%d" % i for i in range(50))
+                rep = p.set_filter(f"udp dst port {b}")
+                assert rep["exact"] and "dst port 32002" in rep["rules"][0]
+                time.sleep(0.05)                      # the loop picks up the new user side
+                hp.send([(a, b"a2-%d" % i) for i in range(50)] +
+                        [(b, b"b2-%d" % i) for i in range(50)])
+                assert sorted(drain(sa, 50)) == sorted(b"a2-%d" % i for i in range(50))
+                deadline = time.monotonic() + 10
+                while int(ring.ctrl[L.PS_PUBLISHED]) < 100 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            finally:
+                stop.set()
+                t.join(timeout=10)
+            assert p.fd == fd and p.maps.version == v0 + 1       # same socket, one flip
+            got = [udp_payload(f)[1] for f, _, _ in ring_frames(ring, 0, 100)]
+            assert got == [b"a1-%d" % i for i in range(50)] + [b"b2-%d" % i for i in range(50)]
+            assert reps and reps[0]["published"] == 100 and reps[0]["user_rejected"] == 0
+            assert p.kernel_counters()["rules"][0][1] == 50      # the new rule's own count
+        sa.close()
+        sb.close()
+
+
+# --- overload: the ring's policies and drops at the socket -------------------------------------
+def test_ring_full_policies_and_nic_drops(ring_name):
+    port = 33001
+    with HostPeer() as hp:
+        hp.ping()
+        # lossless + drop, a consumer that never reads: 16 published, the rest counted
+        with Ring.create(ring_name + ".d", slots=16, full_policy="drop",
+                         consumer_timeout=60) as ring, ring.consumer():
+            with producer(ring, hp, filter=f"udp dst port {port}") as p:
+                hp.send([(port, b"d%d" % i) for i in range(100)])
+                rep = p.run(count=100, duration=20)
+                assert (rep["published"], rep["dropped"]) == (16, 84), rep
+                assert ring.info()["producer"]["dropped_full"] == 84
+        # lossy: never waits, never drops
+        with Ring.create(ring_name + ".l", slots=16, mode="lossy") as ring, ring.consumer():
+            with producer(ring, hp, filter=f"udp dst port {port}") as p:
+                hp.send([(port, b"l%d" % i) for i in range(100)])
+                rep = p.run(count=100, duration=20)
+                assert (rep["published"], rep["dropped"]) == (100, 0), rep
+                assert [udp_payload(f)[1] for f, _, _ in ring_frames(ring, 84, 16)] == \
+                    [b"l%d" % i for i in range(84, 100)]
+        # the socket's own drops: a 64-frame UMEM not drained while 300 frames arrive
+        with Ring.create(ring_name + ".n", slots=1024) as ring:
+            with producer(ring, hp, filter=f"udp dst port {port}", frames=64) as p:
+                hp.send([(port, b"n%d" % i) for i in range(300)])
+                rep = p.run(duration=0.5)
+                assert rep["published"] == 64, rep
+                assert rep["nic_drops"] == 300 - 64, rep
+                assert rep["xdp_statistics"]["rx_fill_ring_empty_descs"] >= 300 - 64 - 1
+                assert ring.info()["producer"]["nic_drops"] == 300 - 64
+                stat = subprocess.run([sys.executable, "-m", "engine.cli", "stat",
+                                       ring_name + ".n", "--json"], cwd=ROOT,
+                                      capture_output=True, text=True, timeout=60)
+                assert stat.returncode == 0, stat.stderr
+                assert json.loads(stat.stdout)["producer"]["nic_drops"] == 300 - 64
+        for suffix in (".d", ".l", ".n"):
+            Ring.remove(ring_name + suffix)
+
+
+def test_lossless_wait_loses_nothing(ring_name):
+    """lossless + wait with a slow consumer: the producer waits, nothing is dropped."""
+    port = 33501
+    with HostPeer() as hp, Ring.create(ring_name, slots=32, full_policy="wait") as ring:
+        hp.ping()
+        got = []
+        with ring.consumer() as c, producer(ring, hp, filter=f"udp dst port {port}") as p:
+            hp.send([(port, b"w%d" % i) for i in range(400)])
+            reps = []
+            t = threading.Thread(target=lambda: reps.append(p.run(count=400, duration=30)))
+            t.start()
+            deadline = time.monotonic() + 30
+            while len(got) < 400 and time.monotonic() < deadline:
+                for r in c.poll(8):
+                    got.append(bytes(r["payload"][:int(r["cap_len"])]))
+                c.release()
+                time.sleep(0.001)                     # slower than the producer
+            t.join(timeout=30)
+        assert [udp_payload(f)[1] for f in got] == [b"w%d" % i for i in range(400)]
+        assert reps[0]["published"] == 400 and reps[0]["dropped"] == 0
+        assert reps[0]["full_spins"] > 0 and reps[0]["nic_drops"] == 0
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
+def test_exception_releases_everything(ring_name):
+    from engine.producers import afxdp
+    with HostPeer() as hp, Ring.create(ring_name, slots=1024) as ring:
+        with pytest.raises(RuntimeError, match="boom"):
+            with producer(ring, hp) as p:
+                owner = p.locks.owner_path
+                assert owner.exists() and hp.xdp_prog_id() == p.prog_id
+                assert int(ring.header["producer_pid"]) == os.getpid()
+                raise RuntimeError("boom")
+        assert hp.xdp_prog_id() is None
+        assert not owner.exists()
+        assert int(ring.header["producer_pid"]) == 0
+        # and the queue can be taken again at once (the EBUSY window is retried)
+        with producer(ring, hp) as p:
+            assert p.stale_removed is None
+        assert hp.xdp_prog_id() is None
+        assert afxdp.LOCK_DIR.exists()
+
+
+def test_stale_program_after_kill9_is_removed_and_reported(ring_name, caplog):
+    port = 34001
+    with HostPeer() as hp, Ring.create(ring_name, slots=1024) as ring:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "afxdp", hp.host, "--ring",
+                                 ring_name, "--filter", f"udp dst port {port}", "--frames",
+                                 "1024"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()
+            assert "af_xdp" in line and "mode" in line, line + proc.stderr.read()
+            old = hp.xdp_prog_id()
+            assert old is not None
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert hp.xdp_prog_id() == old                   # the kernel keeps it attached
+        caplog.set_level("WARNING", logger="hugering.afxdp")
+        with producer(ring, hp, filter=f"udp dst port {port}") as p:
+            assert p.stale_removed is not None
+            assert p.stale_removed["program_id"] == old
+            assert p.stale_removed["left_by"][0]["pid"] == proc.pid
+            msg = [r.getMessage() for r in caplog.records if "stale" in r.getMessage()]
+            assert msg and f"left by pid {proc.pid}" in msg[0] and "no longer running" in msg[0]
+            assert hp.xdp_prog_id() == p.prog_id != old
+            hp.ping()
+            hp.send([(port, b"after%d" % i) for i in range(20)])
+            rep = p.run(count=20, duration=20)
+            assert rep["published"] == 20
+        assert hp.xdp_prog_id() is None
+
+
+def test_cli_reports_mode_and_counts(ring_name):
+    port = 35001
+    with HostPeer() as hp, Ring.create(ring_name, slots=1024):
+        hp.ping()
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "afxdp", hp.host, "--ring",
+                                 ring_name, "--filter", f"udp dst port {port}", "--mode", "skb",
+                                 "--frames", "1024", "--count", "40", "--duration", "30",
+                                 "--json"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()
+            assert "xdp skb mode, copy bind" in line, line
+            time.sleep(0.2)
+            hp.send([(port, b"cli%d" % i) for i in range(40)])
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        rep = json.loads(out)
+        assert rep["published"] == 40 and rep["stopped_by"] == "count"
+        assert rep["setup"]["xdp_mode"] == "skb" and rep["setup"]["bind"] == "copy"
+        assert rep["kernel_counters"]["rules"][0][1] == 40
+        assert hp.xdp_prog_id() is None
+
+
+# --- setup errors --------------------------------------------------------------------------------
+_SNIPPET = """
+import json, sys
+sys.path.insert(0, {root!r})
+from shm.ring import Ring
+from engine.producers.afxdp import AfXdpProducer, AfXdpError
+ring = Ring.open({ring!r})
+try:
+    AfXdpProducer(ring, {iface!r}, xdp_mode={mode!r}, frames={frames}).close()
+    print(json.dumps({{"kind": None, "msg": "no error"}}))
+except AfXdpError as e:
+    print(json.dumps({{"kind": e.kind, "msg": str(e)}}))
+"""
+
+
+def _error_in_subprocess(prefix: list, ring: str, iface: str, mode="auto",
+                         frames=FRAMES) -> dict:
+    code = _SNIPPET.format(root=str(ROOT), ring=ring, iface=iface, mode=mode, frames=frames)
+    out = subprocess.run(prefix + [sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_errors_read_clearly(ring_name):
+    from engine.producers.afxdp import AfXdpError
+    with HostPeer() as hp, Ring.create(ring_name, slots=1024) as ring:
+        # interface missing
+        from engine.producers.afxdp import AfXdpProducer
+        with pytest.raises(AfXdpError) as e:
+            AfXdpProducer(ring, "hxnosuch0")
+        assert e.value.kind == "interface"
+        assert "no network interface 'hxnosuch0'" in str(e.value) and hp.host in str(e.value)
+        # queue out of range (a fresh veth lists as many queues as cpus; 1000 is beyond any)
+        with pytest.raises(AfXdpError) as e:
+            producer(ring, hp, queue=1000)
+        assert e.value.kind == "queue" and "queue 1000 is out of range" in str(e.value)
+        assert "ethtool -l" in str(e.value)
+        # XDP not supported: native mode on a loopback device (the peer namespace's own lo)
+        r = _error_in_subprocess(["ip", "netns", "exec", hp.ns], ring_name, "lo", "native")
+        assert r["kind"] == "unsupported", r
+        assert "XDP is not supported in native mode on lo" in r["msg"]
+        assert "--mode skb" in r["msg"]
+        # not root: this uid without any capability
+        r = _error_in_subprocess(["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"],
+                                 ring_name, hp.host)
+        assert r["kind"] == "permission", r
+        assert "AF_XDP needs root" in r["msg"] and "CAP_NET_ADMIN" in r["msg"]
+        # memlock: without CAP_IPC_LOCK and with a 1 MiB RLIMIT_MEMLOCK
+        r = _error_in_subprocess(["prlimit", "--memlock=1048576:1048576", "setpriv",
+                                  "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock", "--"],
+                                 ring_name, hp.host)
+        assert r["kind"] == "memlock", r
+        assert "memlock limit too low: RLIMIT_MEMLOCK is 1 MiB (ulimit -l 1024)" in r["msg"]
+        assert "ulimit -l unlimited" in r["msg"] and "8 MiB" in r["msg"]
+        # nothing was left attached by any of them
+        assert hp.xdp_prog_id() is None
+        assert int(ring.header["producer_pid"]) == 0
