@@ -558,6 +558,20 @@ class _Umem:
             self.addr = None
 
 
+def _compile(filter):
+    """pcap-filter text, a ``parsers.filters.Filter`` or None -> a Filter or None."""
+    if filter is None:
+        return None
+    from parsers.filters import Filter
+    if isinstance(filter, Filter):
+        return filter
+    if isinstance(filter, str):
+        from parsers.pcap_filter import compile_pcap_filter
+        return compile_pcap_filter(filter)
+    raise AfXdpError("config", f"filter: expected pcap-filter text or a Filter, got "
+                               f"{type(filter).__name__}")
+
+
 # --- the producer ------------------------------------------------------------------------------
 class AfXdpProducer:
     """One AF_XDP socket on (``interface``, ``queue``) feeding ``ring`` as its single producer.
@@ -634,7 +648,7 @@ class AfXdpProducer:
         check_queue(ifname, queue)
         umem_bytes = self.frames * self.frame_size
         self.memlock = check_memlock(umem_bytes)
-        self.filter = self._compile(filter)          # a bad expression fails before any change
+        self.filter = _compile(filter)      # a bad expression fails before anything changes
         lib = X.load()
         self.lib = lib
         obj_path = X.bpf_object_path()
@@ -682,18 +696,6 @@ class AfXdpProducer:
         self._stats_reported: dict = {}
         self._poller = select.poll()
         self._poller.register(self.fd, select.POLLIN)
-
-    def _compile(self, filter):
-        if filter is None:
-            return None
-        from parsers.filters import Filter
-        if isinstance(filter, Filter):
-            return filter
-        if isinstance(filter, str):
-            from parsers.pcap_filter import compile_pcap_filter
-            return compile_pcap_filter(filter)
-        raise AfXdpError("config", f"filter: expected pcap-filter text or a Filter, got "
-                                   f"{type(filter).__name__}")
 
     def _attach_program(self, lib, obj_path, locks) -> None:
         from . import xsk_lib as X
@@ -934,7 +936,7 @@ class AfXdpProducer:
         """Replace the filter while running: the kernel's rules change with one generation flip
         (no reload, the socket stays), the user-space half at the loop's next chunk (<= 20 ms).
         Returns the new pushdown report.  Safe to call from another thread than ``run``."""
-        flt = self._compile(filter)
+        flt = _compile(filter)
         self._install(flt)
         return self.pushdown.report()
 
@@ -1083,6 +1085,85 @@ class AfXdpProducer:
             pass
         self._cleanup(self._undo)
         self._finalizer.detach()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class KernelFilter:
+    """hugering's XDP program loaded but attached nowhere, its maps filled from a filter, and
+    frames run through it with BPF_PROG_TEST_RUN: what the kernel half of a filter selects.
+    The oracle for the pushdown (``tests/test_afxdp.py`` compares it with the user-space
+    matcher), and a way to check a filter's split before using it.  Root (it loads a program).
+
+        with KernelFilter("udp and dst port 53") as kf:
+            kf.selects(frame_bytes)     # True: the program would redirect it to the socket
+    """
+
+    def __init__(self, filter=None):
+        from . import xsk_lib as X
+        from .xsk_pushdown import RuleMaps
+        check_privileges()
+        lib = X.load()
+        self.lib = lib
+        path = X.bpf_object_path()
+        obj = lib.bpf.bpf_object__open_file(str(path).encode(), None)
+        if not obj or lib.bpf.libbpf_get_error(obj):
+            raise AfXdpError("system", f"cannot open {path}{X.last_messages()}")
+        self._obj = obj
+        try:
+            r = lib.bpf.bpf_object__load(obj)
+            if r < 0:
+                raise AfXdpError("system", f"cannot load {path}: {os.strerror(-r)}"
+                                           f"{X.last_messages()}")
+            prog = lib.bpf.bpf_object__find_program_by_name(obj, PROGRAM_NAME.encode())
+            self.fd = lib.bpf.bpf_program__fd(prog)
+            self.maps = RuleMaps(lib, lambda n: lib.bpf.bpf_object__find_map_fd_by_name(
+                obj, n.encode()))
+            self.set_filter(filter)
+        except BaseException:
+            self.close()
+            raise
+
+    def set_filter(self, filter) -> dict:
+        from .xsk_pushdown import plan
+        flt = _compile(filter)
+        self.pushdown = plan(None if flt is None else flt.node)
+        self.maps.install(self.pushdown.rules)
+        return self.pushdown.report()
+
+    def _selected_count(self) -> int:
+        from .xsk_pushdown import CNT_NO_SOCKET
+        buf = (ctypes.c_uint64 * self.lib.ncpus)()
+        k = ctypes.c_uint32(CNT_NO_SOCKET)
+        self.lib.bpf.bpf_map_lookup_elem(self.maps.fds["hr_counters"], ctypes.byref(k), buf)
+        return int(sum(buf))
+
+    def selects(self, frame: bytes) -> bool:
+        """Would the program redirect this frame (queue 0) to a socket?  (No socket is bound,
+        so the program falls back to XDP_PASS and counts the frame as "no_socket".)"""
+        from . import xsk_lib as X
+        if len(frame) < 14:
+            return False                 # the kernel refuses to test-run a runt
+        before = self._selected_count()
+        data = ctypes.create_string_buffer(bytes(frame), len(frame))
+        opts = X.BpfTestRunOpts(sz=ctypes.sizeof(X.BpfTestRunOpts), data_in=ctypes.cast(
+            data, ctypes.c_void_p), data_size_in=len(frame), repeat=1)
+        r = self.lib.bpf.bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        if r < 0:
+            raise AfXdpError("system", f"BPF_PROG_TEST_RUN: {os.strerror(-r)}")
+        return self._selected_count() > before
+
+    def close(self) -> None:
+        if getattr(self, "maps", None) is not None:
+            self.maps.close()
+            self.maps = None
+        if self._obj:
+            self.lib.bpf.bpf_object__close(self._obj)
+            self._obj = None
 
     def __enter__(self):
         return self

@@ -90,6 +90,18 @@ class XdpOptions(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint32)]
 
 
+class BpfTestRunOpts(ctypes.Structure):
+    """libbpf 1.1 ``struct bpf_test_run_opts`` (``sz`` first, as every libbpf opts struct)."""
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p),
+                ("data_out", ctypes.c_void_p), ("data_size_in", ctypes.c_uint32),
+                ("data_size_out", ctypes.c_uint32), ("ctx_in", ctypes.c_void_p),
+                ("ctx_out", ctypes.c_void_p), ("ctx_size_in", ctypes.c_uint32),
+                ("ctx_size_out", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32)]
+
+
 # --- the libraries ----------------------------------------------------------------------------
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 recent_messages: collections.deque = collections.deque(maxlen=40)
@@ -139,6 +151,13 @@ class Lib:
         _proto(b.bpf_map_lookup_elem, I, I, P, P)
         _proto(b.bpf_map_delete_elem, I, I, P)
         _proto(b.libbpf_num_possible_cpus, I)
+        _proto(b.libbpf_get_error, ctypes.c_long, P)
+        _proto(b.bpf_object__open_file, P, S, P)
+        _proto(b.bpf_object__load, I, P)
+        _proto(b.bpf_object__close, None, P)
+        _proto(b.bpf_object__find_program_by_name, P, P, S)
+        _proto(b.bpf_program__fd, I, P)
+        _proto(b.bpf_prog_test_run_opts, I, I, ctypes.POINTER(BpfTestRunOpts))
         _proto(c.getsockopt, I, I, I, I, P, ctypes.POINTER(ctypes.c_uint32))
         _proto(c.recvfrom, ctypes.c_ssize_t, I, P, ctypes.c_size_t, I, P, P)
         _proto(c.sendto, ctypes.c_ssize_t, I, P, ctypes.c_size_t, I, P, ctypes.c_uint32)

@@ -12,7 +12,8 @@ IPv6 also behind one fragment header), ``[src|dst] host|net`` for IPv4 (IP and A
 addresses, contiguous masks) and IPv6 (Host4/Host6), ``[src|dst] port|portrange`` with their
 tcp/udp/sctp qualifier (Port) -- all without a VLAN tag in front (``d == 0``).
 
-Everything else -- ``vlan``, byte comparisons (``tcp[13] & 2 != 0``, ``len``), ``payload
+An ethertype other than those four narrows the kernel's rule to "any other ethertype"
+(user space checks which).  Everything else -- ``vlan``, byte comparisons (``tcp[13] & 2 != 0``, ``len``), ``payload
 contains``, non-contiguous masks, and ``not`` of anything -- is replaced by "true" in the
 kernel's copy of the expression.  That copy therefore selects a superset of the filter's frames
 (it is an over-approximation: replacing a sub-expression under ``and``/``or`` by true can only
@@ -183,8 +184,11 @@ class _Plan:
         if isinstance(n, F.EtherType):
             if n.value in _ETHERTYPE_FAM:
                 self.kernel.append(str(n))
-                return n
-            return self.approx(str(n), "ethertype other than ip/ip6/arp/rarp")
+            else:                      # the kernel narrows to "other ethertypes" only
+                self.exact = False
+                self.kernel.append(f"{n} (as: any ethertype but ip/ip6/arp/rarp)")
+                self.user.append(f"{n} (the exact ethertype)")
+            return n
         if isinstance(n, F.IpProto):
             if n.flags & F.IPP_V6:
                 self.approx(str(n), "IPv6 without the fragment header: kernel checks a "
@@ -240,7 +244,7 @@ def _dnf(n: F.Node):
 def _apply(rule: Rule, leaf) -> list:
     """``rule and leaf`` as a list of rules (empty: contradiction; two: a split)."""
     if isinstance(leaf, F.EtherType):
-        fam = rule.fam & (1 << _ETHERTYPE_FAM[leaf.value])
+        fam = rule.fam & (1 << _ETHERTYPE_FAM.get(leaf.value, FAM_OTHER))
         return [replace(rule, fam=fam)] if fam else []
     if isinstance(leaf, F.IpProto):
         fam = rule.fam & (((1 << FAM_IP4) if leaf.flags & F.IPP_V4 else 0)
