@@ -20,6 +20,8 @@ kernel                                                     ITCH message
 ``depth(b, locate, side, k, out)``                         top-k levels into ``out[k, 3]``
                                                               (price, shares, orders) -> n
 ``level_count(b, locate, side)``                           levels on that side
+``hidden_count(b, locate, side)``                          open orders not on a shown level
+``order_shares(b, order_ref)``                             shares left, -1 when not open
 ``apply_itch(b, buf, off, end)``                           one ITCH message's bytes -> the
                                                               kernel above that it calls
 ``apply_itch_blocks(b, buf, off, end)``                    MoldUDP64 message blocks (u16
@@ -58,8 +60,9 @@ sides                b[H_SIDES], 2 * (max_instr+1)   one block per book side ``b
 Why the orders sit in the hash table itself: a message then costs one cache miss for its order
 (not a slot lookup, then the order), and ``apply_itch_blocks`` prefetches the slot of the
 message ``PREFETCH_AHEAD`` blocks ahead from its bytes, so on a book larger than the caches
-the misses of consecutive messages overlap (measured by tools/bench_match.py: ~1.8x on a
-1,000-stock day in the C calibration, slots-and-indices vs orders-in-table + prefetch).
+the misses of consecutive messages overlap.  (A C calibration of both designs on itch_feed's
+1,000-stock day, on the development VM: ~120 ns a message with a slot index in the hash table
+and the orders in their own array, ~90 with the orders in the table, ~70 with the prefetch.)
 
 Why one array and not a tuple of arrays: Numba passes a tuple argument by value, every array
 in it as a 7-9 word struct, to each helper it does not inline; with a dozen arrays that was
@@ -102,9 +105,9 @@ Overload and bad input: decided, counted, never a crash and never silent corrupt
   evicted (C_LEVEL_EVICTED) and its orders stay tracked but *hidden*; if it is deeper than all
   of them, the new order itself is hidden (C_HIDDEN_ADD, status ST_HIDDEN).  Hidden orders are
   found, executed, cancelled and deleted as usual (so no unknown-ref noise follows), they only
-  do not count in any level.  ``Books.hidden(locate, side)`` counts them: while it is 0 the side's depth is
-  exact; while it is not, levels below the shown ones may be missing or short, never wrong in
-  price order, and the top ``max_levels`` levels that *are* shown hold exact figures except a
+  do not count in any level.  ``hidden_count(b, locate, side)`` counts them: while it is 0 the
+  side's depth is exact; while it is not, levels below the shown ones may be missing or short,
+  never wrong in price order, and the levels that *are* shown hold exact figures except a
   level re-created at an evicted price (it shows only the orders that arrived since).
 * Crossed or locked books (bid >= ask) are kept as they come: ITCH may show them briefly.
 

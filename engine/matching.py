@@ -2,9 +2,10 @@
 
 ``process_entry(e, buf, off, end, out, out_off) -> out_off`` applies one order-entry message
 (``buf[off:end]``, the OUCH-5.0-like subset below) to the books in ``e`` (``MatchingEngine
-.state``, one int64 array) and appends the ITCH 5.0 messages it causes to ``out`` as MoldUDP64 message blocks
-(u16 big-endian length + message), so ``out[:out_off]`` is ready to be cut into MoldUDP64
-packets (``publish_blocks``) or walked by ``parsers.itch.decode_stream``.
+.state``, one int64 array) and appends the ITCH 5.0 messages it causes to ``out`` as MoldUDP64
+message blocks (u16 big-endian length + message), so ``out[:out_off]`` is ready to be cut into
+MoldUDP64 packets (``publish_blocks`` / ``ItchPublisher``: Ethernet/IPv4/UDP frames into a
+hugering ring), walked by ``parsers.itch.decode_stream`` or fed to ``engine.book``.
 
 Order entry (binary, big-endian; one layout table, ``ENTRY_MESSAGES``; names from OUCH 5.0)
 -----------------------------------------------------------------------------------------

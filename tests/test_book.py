@@ -365,7 +365,8 @@ def cached_generate(n_ops, n_instr, seed):
         h.update(inspect.getsource(obj).encode())
     h.update(repr((ADD, EXEC, CANCEL, DELETE, REPLACE, REC_W, B.STATUS_NAMES)).encode())
     h.update(repr((n_ops, n_instr, seed, sys.version_info[:2])).encode())
-    path = Path(tempfile.gettempdir()) / f"hugering-test-book-{os.geteuid()}-{h.hexdigest()[:16]}.pkl"
+    name = f"hugering-test-book-{os.geteuid()}-{h.hexdigest()[:16]}.pkl"
+    path = Path(tempfile.gettempdir()) / name
     try:
         with open(path, "rb") as f:
             return pickle.load(f)
