@@ -531,30 +531,46 @@ def test_stale_program_after_kill9_is_removed_and_reported(ring_name, caplog):
         assert hp.xdp_prog_id() is None
 
 
-def test_cli_reports_mode_and_counts(ring_name):
-    port = 35001
-    with HostPeer() as hp, Ring.create(ring_name, slots=1024):
+def test_cli_reports_mode_and_counts_and_reloads_the_filter_on_sighup(ring_name, tmp_path):
+    a, b = 35001, 35002
+    with HostPeer() as hp, Ring.create(ring_name, slots=1024) as ring:
         hp.ping()
+        sa = host_udp_socket(hp, a)
+        rules = tmp_path / "filter.txt"
+        rules.write_text(f"# the port the test sends to first\nudp dst port {a}\n")
         proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "afxdp", hp.host, "--ring",
-                                 ring_name, "--filter", f"udp dst port {port}", "--mode", "skb",
+                                 ring_name, "--filter-file", str(rules), "--mode", "skb",
                                  "--frames", "1024", "--count", "40", "--duration", "30",
                                  "--json"], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
             line = proc.stderr.readline()
-            assert "xdp skb mode, copy bind" in line, line
-            time.sleep(0.2)
-            hp.send([(port, b"cli%d" % i) for i in range(40)])
+            assert "xdp skb mode, copy bind" in line and "1 kernel rule, exact" in line, line
+            hp.send([(a, b"a%d" % i) for i in range(20)])
+            deadline = time.monotonic() + 20
+            while int(ring.ctrl[L.PS_PUBLISHED]) < 20 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            rules.write_text(f"udp dst port {b}\n")
+            proc.send_signal(signal.SIGHUP)
+            line = ""
+            while "filter now" not in line and proc.poll() is None:
+                line = proc.stderr.readline()
+            assert f"filter now 'udp dst port {b}': 1 kernel rule" in line, line
+            hp.send([(a, b"a2-%d" % i) for i in range(20)] + [(b, b"b%d" % i) for i in range(20)])
+            assert sorted(drain(sa, 20)) == sorted(b"a2-%d" % i for i in range(20))
             out, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            sa.close()
         assert proc.returncode == 0, err
         rep = json.loads(out)
         assert rep["published"] == 40 and rep["stopped_by"] == "count"
         assert rep["setup"]["xdp_mode"] == "skb" and rep["setup"]["bind"] == "copy"
-        assert rep["kernel_counters"]["rules"][0][1] == 40
+        assert rep["kernel_counters"]["rules"][0][1] == 20       # the new generation's rule
+        got = [udp_payload(f)[1] for f, _, _ in ring_frames(ring, 0, 40)]
+        assert got == [b"a%d" % i for i in range(20)] + [b"b%d" % i for i in range(20)]
         assert hp.xdp_prog_id() is None
 
 

@@ -90,7 +90,6 @@ NET_SYSFS = Path("/sys/class/net")
 STATS_EVERY_S = 0.1                   # XDP_STATISTICS -> ring counters, at most this often
 EBUSY_RETRY_S = 1.5                   # xsk_socket__create may say EBUSY just after a close
 DEFAULT_FRAMES = 16384                # 2048-entry rings overflow during stalls on small VMs
-XDP_PACKET_HEADROOM = 256
 
 # capabilities (linux/capability.h)
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 14, 21, 39

@@ -172,7 +172,8 @@ def _afxdp_run(a) -> int:
                     try:
                         new = _read_filter(a.filter_file)
                         rep = prod.set_filter(new)
-                        print(f"{PROG}: filter now {new!r}: {len(rep['rules'])} kernel rules"
+                        n = len(rep["rules"])
+                        print(f"{PROG}: filter now {new!r}: {n} kernel rule{'s' * (n != 1)}"
                               + ("" if rep["exact"] else ", user space re-checks"),
                               file=sys.stderr, flush=True)
                     except (UsageError, FilterSyntaxError, AfXdpError) as e:
