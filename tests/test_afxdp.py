@@ -759,3 +759,66 @@ def test_yaml_af_xdp_producer_in_engine_child(ring_name, tmp_path):
                if f[12:14] == b"\x08\x00" and f[23] == 17]
         assert got == [b for _, b in sent]
         assert hp.xdp_prog_id() is None
+
+
+# --- transmit ----------------------------------------------------------------------------------
+_RECEIVER = """
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(10)
+print("ready", flush=True)
+got = []
+try:
+    while len(got) < int(sys.argv[3]):
+        got.append(s.recv(65536).hex())
+except socket.timeout:
+    pass
+print(json.dumps(got), flush=True)
+"""
+
+
+def test_tx_ring_frames_arrive_at_the_peer_byte_identical_and_counted(ring_name):
+    """Frames written to a TX hugering ring leave through the socket's TX ring and arrive at a
+    UDP socket in the peer namespace, byte for byte, counted; RX keeps working meanwhile."""
+    from engine.producers.afxdp import ST_TX_DONE
+    from engine.producers.synthetic import build_frame
+    port, n = 37001, 500
+    with HostPeer() as hp, Ring.create(ring_name, slots=1024) as ring, \
+            Ring.create(ring_name + ".tx", slots=256, full_policy="wait") as txr:
+        hp.ping()
+        host_mac = bytes.fromhex(Path(f"/sys/class/net/{hp.host}/address").read_text()
+                                 .strip().replace(":", ""))
+        peer_mac = bytes.fromhex(hp.exec("cat", f"/sys/class/net/{hp.peer}/address").stdout
+                                 .strip().replace(":", ""))
+        ip = [int.from_bytes(socket.inet_aton(a), "big") for a in (hp.host_ip, hp.peer_ip)]
+        frames = [build_frame(64 + (i * 37) % 1300, ip[0], ip[1], 40000 + i % 7, port, 77, i,
+                              src_mac=host_mac, dst_mac=peer_mac) for i in range(n)]
+        recv = hp.popen(sys.executable, "-c", _RECEIVER, hp.peer_ip, port, n, text=True)
+        assert recv.stdout.readline().strip() == "ready"
+        with producer(ring, hp, filter="udp dst port 37002", tx_ring=txr, tx_frames=128) as p:
+            assert "TX from ring" in p.mode_line()
+            stop = threading.Event()
+            reps = []
+            t = threading.Thread(target=lambda: reps.append(p.run(stop=stop.is_set)))
+            t.start()
+            try:
+                with txr.producer() as tp:          # 500 frames through a 256-slot ring
+                    assert tp.publish(frames, timeout=20) == n
+                hp.send([(37002, b"rx%d" % i) for i in range(10)])    # RX at the same time
+                out, err = recv.communicate(timeout=30)
+            finally:
+                deadline = time.monotonic() + 10
+                while int(p.state[ST_TX_DONE]) < n and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                stop.set()
+                t.join(timeout=10)
+        got = [bytes.fromhex(h) for h in json.loads(out.strip().splitlines()[-1])]
+        assert got == [udp_payload(f)[1] for f in frames]        # all, in order, intact
+        rep = reps[0]
+        assert rep["tx_queued"] == n and rep["tx_sent"] == n, rep
+        assert rep["tx_too_long"] == 0 and rep["tx_errors"] == 0 and rep["tx_lost"] == 0
+        assert rep["published"] == 10                             # RX alongside
+        assert p.tx_unconfirmed == 0
+        Ring.remove(ring_name + ".tx")

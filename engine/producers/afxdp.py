@@ -70,6 +70,7 @@ from pathlib import Path
 import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from parsers.filters import match as K_match
@@ -98,7 +99,10 @@ CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 14, 2
 XS_RX_PROD, XS_RX_CONS, XS_RX_RING, XS_RX_SIZE = 0, 1, 2, 3
 XS_FQ_PROD, XS_FQ_CONS, XS_FQ_RING, XS_FQ_SIZE, XS_FQ_FLAGS = 4, 5, 6, 7, 8
 XS_UMEM, XS_UMEM_SIZE, XS_FRAME_SIZE, XS_FRAMES = 9, 10, 11, 12
-XS_WORDS = 16
+XS_TX_PROD, XS_TX_CONS, XS_TX_RING, XS_TX_SIZE, XS_TX_FLAGS = 13, 14, 15, 16, 17
+XS_CQ_PROD, XS_CQ_CONS, XS_CQ_RING, XS_CQ_SIZE = 18, 19, 20, 21
+XS_FD, XS_TX_FRAMES = 22, 23
+XS_WORDS = 32
 
 # --- st: private state of the loop (process-local) ---------------------------------------------
 ST_RX_CONS = 0       # our copy of the RX consumer index (u32, free-running)
@@ -114,7 +118,18 @@ ST_FULL_SPINS = 9    # reserve calls that found the ring full while waiting
 ST_TRUNCATED = 10    # frames longer than a slot (cut, flagged)
 ST_WAKEUPS = 11      # fill-ring need-wakeup seen
 ST_EMPTY = 12        # empty polls handed back to Python
-STATE_WORDS = 16
+ST_TX_PROD = 16      # our copy of the TX producer index (u32)
+ST_CQ_CONS = 17      # our copy of the completion consumer index (u32)
+ST_TX_FREE = 18      # TX frames on the free stack (txfree[0 .. ST_TX_FREE-1])
+ST_TX_QUEUED = 19    # frames put on the XSK TX ring
+ST_TX_DONE = 20      # completions: frames the kernel has sent (or given up on)
+ST_TX_BYTES = 21
+ST_TX_TOO_LONG = 22  # TX slots longer than a UMEM frame (or empty): counted, not sent
+ST_TX_KICKS = 23     # sendto() wake-ups
+ST_TX_ERRORS = 24    # sendto() failures other than "try again"
+ST_TX_ERRNO = 25     # the last such errno
+ST_TX_LOST = 26      # TX ring slots missed after an eviction by the TX ring's producer
+STATE_WORDS = 32
 
 RET_COUNT, RET_DEADLINE, RET_CHUNK, RET_IDLE, RET_WAKEUP = 0, 1, 2, 3, 4
 CHUNK_NS = 20_000_000          # hand back to Python this often (stop flags, statistics)
@@ -150,11 +165,38 @@ _ptr_i64 = _ptr_intrinsic(types.int64)
 _ptr_u8 = _ptr_intrinsic(types.uint8)
 
 
+@intrinsic
+def _kick(typingctx, fd):
+    """``sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0)``: ask the kernel to process the TX ring
+    (copy mode sends in this call, at most 32 frames per call).  Returns the result, or -errno."""
+    if not isinstance(fd, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32, i64, i8p = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i32, i8p, i64, i32, i8p, i32]), "sendto")
+        null = ir.Constant(i8p, None)
+        r = builder.call(fn, [builder.trunc(args[0], i32), null, ir.Constant(i64, 0),
+                              ir.Constant(i32, 0x40), null, ir.Constant(i32, 0)])
+        efn = cgutils.get_or_insert_function(builder.module,
+                                             ir.FunctionType(i32.as_pointer(), []),
+                                             "__errno_location")
+        err = builder.sext(builder.load(builder.call(efn, [])), i64)
+        neg = builder.icmp_signed("<", r, ir.Constant(i64, 0))
+        return builder.select(neg, builder.neg(err), r)
+
+    return types.int64(fd), codegen
+
+
 # --- the hot loop --------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def fill_frames(xs, st):
-    """Put every UMEM frame on the fill ring (setup: the ring is empty and as large as the
-    UMEM)."""
+def fill_frames(xs, st, txfree):
+    """Put every RX frame of the UMEM on the fill ring (setup: the ring is empty and as large
+    as the RX part of the UMEM), and every TX frame (the ones after) on the TX free stack."""
+    for i in range(xs[XS_TX_FRAMES]):
+        txfree[i] = (xs[XS_FRAMES] + i) * xs[XS_FRAME_SIZE]
+    st[ST_TX_FREE] = xs[XS_TX_FRAMES]
     fq_prod = carray(_ptr_u32(xs[XS_FQ_PROD]), 1)
     fq = carray(_ptr_i64(xs[XS_FQ_RING]), xs[XS_FQ_SIZE])
     mask = xs[XS_FQ_SIZE] - 1
@@ -167,14 +209,121 @@ def fill_frames(xs, st):
 
 
 @njit(cache=True, nogil=True)
+def tx_step(xs, st, tctrl, twords, cstate, txfree, umem, umem_w, burst):
+    """One pass of the transmit side; returns the work done (0: nothing to do).
+
+    1. completions: frames the kernel is done with go back on the TX free stack;
+    2. up to ``burst`` slots of the TX hugering ring (this producer is one of its consumers)
+       are copied into free TX frames and posted on the XSK TX ring -- as many as the TX
+       ring, the free frames and the slots allow: when the NIC is slower, slots stay in the
+       hugering ring (lossless back-pressure on the engine), nothing is dropped;
+    3. while the TX ring holds descriptors the kernel has not taken, ``sendto`` (the TX
+       ring's need-wakeup flag; in copy mode it is always set).  A failure other than
+       EAGAIN/EBUSY/ENOBUFS ("try again") is counted with its errno."""
+    cq_prod = carray(_ptr_u32(xs[XS_CQ_PROD]), 1)
+    cq_cons = carray(_ptr_u32(xs[XS_CQ_CONS]), 1)
+    cq_size = xs[XS_CQ_SIZE]
+    cq = carray(_ptr_i64(xs[XS_CQ_RING]), cq_size)
+    tx_prod = carray(_ptr_u32(xs[XS_TX_PROD]), 1)
+    tx_cons = carray(_ptr_u32(xs[XS_TX_CONS]), 1)
+    tx_flags = carray(_ptr_u32(xs[XS_TX_FLAGS]), 1)
+    tx_size = xs[XS_TX_SIZE]
+    tx = carray(_ptr_i64(xs[XS_TX_RING]), 2 * tx_size)
+    frame_size = xs[XS_FRAME_SIZE]
+    frame_mask = ~(frame_size - 1)
+    work = 0
+    # 1. completions
+    c = st[ST_CQ_CONS]
+    nc = (load_acquire_u32(cq_prod, 0) - c) & M32        # CQ-C: pairs with the kernel's CQ-B
+    if nc > 0:
+        for i in range(nc):
+            txfree[st[ST_TX_FREE]] = cq[(c + i) & (cq_size - 1)] & frame_mask
+            st[ST_TX_FREE] += 1
+        c = (c + nc) & M32
+        st[ST_CQ_CONS] = c
+        store_release_u32(cq_cons, 0, c)                 # CQ-D: pairs with the kernel's CQ-A
+        st[ST_TX_DONE] += nc
+        work += nc
+    # 2. new frames from the TX hugering ring
+    txp = st[ST_TX_PROD]
+    room = tx_size - ((txp - load_acquire_u32(tx_cons, 0)) & M32)   # TX-A: pairs with TX-D
+    want = burst
+    if room < want:
+        want = room
+    if st[ST_TX_FREE] < want:
+        want = st[ST_TX_FREE]
+    if want > 0:
+        k = K.peek(tctrl, cstate, want)
+        if k < 0:                        # evicted by the TX ring's producer: count, rejoin
+            missed = K.rejoin(tctrl, cstate, now_ns())
+            if missed > 0:
+                st[ST_TX_LOST] += missed
+            k = 0
+        if k > 0:
+            tsw = cstate[K.CS_STRIDE_W]
+            tslot = cstate[K.CS_SLOT_SIZE]
+            for j in range(k):
+                sb = K.consumer_slot(cstate, j) * tsw
+                cap = (twords[sb + L.S_LENS] >> 32) & M32
+                if cap > tslot:
+                    cap = tslot
+                if cap == 0 or cap > frame_size:
+                    st[ST_TX_TOO_LONG] += 1
+                    continue
+                st[ST_TX_FREE] -= 1
+                addr = txfree[st[ST_TX_FREE]]
+                aw = addr >> 3
+                pw = sb + L.S_PAYLOAD
+                nw = cap >> 3
+                for w in range(nw):          # whole words inside the frame, then the tail
+                    umem_w[aw + w] = twords[pw + w]
+                for b in range(nw << 3, cap):
+                    umem[addr + b] = (twords[pw + (b >> 3)] >> ((b & 7) << 3)) & 0xFF
+                d = (txp & (tx_size - 1)) << 1
+                tx[d] = addr
+                tx[d + 1] = cap
+                txp += 1
+                st[ST_TX_QUEUED] += 1
+                st[ST_TX_BYTES] += cap
+            txp &= M32
+            st[ST_TX_PROD] = txp
+            store_release_u32(tx_prod, 0, txp)           # TX-B: pairs with the kernel's TX-C
+            K.release(tctrl, cstate, k)
+            work += k
+    # 3. wake the kernel while it has descriptors to take
+    if ((txp - load_acquire_u32(tx_cons, 0)) & M32) != 0:
+        work += 1
+        if (load_relaxed_u32(tx_flags, 0) & 1) != 0:     # XDP_RING_NEED_WAKEUP
+            r = _kick(xs[XS_FD])
+            st[ST_TX_KICKS] += 1
+            if r < 0 and r != -11 and r != -16 and r != -105:   # EAGAIN, EBUSY, ENOBUFS
+                st[ST_TX_ERRORS] += 1
+                st[ST_TX_ERRNO] = -r
+    elif st[ST_TX_FREE] < xs[XS_TX_FRAMES]:
+        work += 1                        # completions still to come
+    return work
+
+
+@njit(cache=True, nogil=True)
+def tx_flush(xs, st, tctrl, twords, cstate, txfree, burst):
+    """One ``tx_step`` outside the loop (close: wait for what was queued to complete)."""
+    umem = carray(_ptr_u8(xs[XS_UMEM]), xs[XS_UMEM_SIZE])
+    umem_w = carray(_ptr_i64(xs[XS_UMEM]), xs[XS_UMEM_SIZE] >> 3)
+    return tx_step(xs, st, tctrl, twords, cstate, txfree, umem, umem_w, burst)
+
+
+@njit(cache=True, nogil=True)
 def rx_loop(ctrl, words, slot_bytes, pstate, xs, st, verdict, code, consts, ac_next, ac_out,
-            recs, check, parse, limit, until_ns, chunk_ns, burst, wait_full, portq, spin):
+            recs, check, parse, limit, until_ns, chunk_ns, burst, wait_full, portq, spin,
+            has_tx, tctrl, twords, cstate, txfree):
     """Move frames from the socket's RX ring into the hugering ring until ``limit`` accepted
     frames (-1: none), ``until_ns`` (CLOCK_REALTIME, 0: none), ``chunk_ns`` elapsed, or ``spin``
     empty polls in a row (0: never); returns RET_*.  Single producer only; allocates nothing.
 
     ``check``: run the user-space filter (``code .. ac_out``, a ``parsers.filters`` program) on
-    each frame, ``parse``: parse it first (the filter reads the payload)."""
+    each frame, ``parse``: parse it first (the filter reads the payload).  ``has_tx``: also
+    drain the TX hugering ring (``tctrl``/``twords``/``cstate``: this producer's consumer of
+    it; ``txfree``: the TX frame stack) with ``tx_step`` on every pass."""
     prog = (code, consts, ac_next, ac_out)
     rx_prod = carray(_ptr_u32(xs[XS_RX_PROD]), 1)
     rx_cons = carray(_ptr_u32(xs[XS_RX_CONS]), 1)
@@ -200,11 +349,18 @@ def rx_loop(ctrl, words, slot_bytes, pstate, xs, st, verdict, code, consts, ac_n
             return RET_CHUNK
         if until_ns != 0 and now >= until_ns:
             return RET_DEADLINE
+        did = 0
+        if has_tx:
+            did = tx_step(xs, st, tctrl, twords, cstate, txfree, umem, umem_w, burst)
         cons = st[ST_RX_CONS]
         avail = (load_acquire_u32(rx_prod, 0) - cons) & M32   # RX-C: pairs with kernel RX-B
         if avail == 0:
             # slow path: nothing there.  Read the clock now and then (deadlines), and after
             # `spin` empty polls let Python sleep in poll()
+            if did > 0:
+                empty = 0
+                now = now_ns()
+                continue
             empty += 1
             if (empty & 255) == 0:
                 now = now_ns()
@@ -589,7 +745,7 @@ class AfXdpProducer:
                  xdp_mode: str = "auto", bind: str = "auto", frames: int = DEFAULT_FRAMES,
                  frame_size: int = 2048, burst: int | None = None, hugetlbfs: str | None = None,
                  idle: str = "poll", spin: int = 20000, poll_ms: int = 10,
-                 verify: bool = False):
+                 verify: bool = False, tx_ring: Ring | None = None, tx_frames: int = 4096):
         # --- validate at the edge ------------------------------------------------------------
         if xdp_mode not in ("auto", "native", "skb"):
             raise AfXdpError("config", f"xdp_mode: expected auto, native or skb, got "
@@ -620,6 +776,16 @@ class AfXdpProducer:
         self.spin = spin if idle == "poll" else 0
         self.poll_ms = poll_ms
         self.verify = verify
+        if tx_ring is not None:
+            if tx_ring.mode != L.MODE_LOSSLESS:
+                raise AfXdpError("config", f"tx_ring: ring {tx_ring.name!r} is lossy; the TX "
+                                           f"ring must be lossless (nothing leaves unsent)")
+            if not isinstance(tx_frames, int) or tx_frames < 64 or tx_frames & (tx_frames - 1) \
+                    or tx_frames > 1 << 16:
+                raise AfXdpError("config", f"tx_frames: expected a power of two from 64 to "
+                                           f"65536, got {tx_frames!r}")
+        self.tx_ring = tx_ring
+        self.tx_frames = tx_frames if tx_ring is not None else 0
         self._closed = False
         self._undo: list = []           # cleanup actions, run in reverse by close()
         self.stale_removed = None
@@ -645,7 +811,7 @@ class AfXdpProducer:
         self.ifindex = check_interface(ifname)
         check_privileges()
         check_queue(ifname, queue)
-        umem_bytes = self.frames * self.frame_size
+        umem_bytes = (self.frames + self.tx_frames) * self.frame_size
         self.memlock = check_memlock(umem_bytes)
         self.filter = _compile(filter)      # a bad expression fails before anything changes
         lib = X.load()
@@ -682,7 +848,19 @@ class AfXdpProducer:
             locks.unlock_interface()
         self.xs = self._ring_words()
         self.state = np.zeros(STATE_WORDS, dtype=np.int64)
-        fill_frames(self.xs, self.state)
+        self.txfree = np.zeros(max(1, self.tx_frames), dtype=np.int64)
+        fill_frames(self.xs, self.state, self.txfree)
+        if self.tx_ring is not None:
+            # this producer is one of the TX ring's consumers: it sees what is published from
+            # now on (a consumer joins at the producer's cursor)
+            self.tx_consumer = self.tx_ring.consumer()
+            self._undo.append(self.tx_consumer.close)
+            self._tx = (self.tx_consumer.ctrl, self.tx_ring.words, self.tx_consumer.cstate)
+        else:
+            dummy_words = np.zeros(8, dtype=np.int64)
+            dummy_words.setflags(write=False)        # the same type as a consumer's mapping
+            self._tx = (np.zeros(64, dtype=np.int64), dummy_words,
+                        np.zeros(K.CSTATE_WORDS, dtype=np.int64))
         self.state[ST_RX_CONS] = int(ctypes.c_uint32.from_address(self.rx.consumer).value)
         self.verdict = np.zeros(max(self.burst, 1), dtype=np.int64)
         from parsers.record import new_records
@@ -874,21 +1052,25 @@ class AfXdpProducer:
         """UMEM registration + socket; 0 or -errno (everything undone on failure)."""
         from . import xsk_lib as X
         self.fill, self.comp, self.rx = X.XskRing(), X.XskRing(), X.XskRing()
-        ucfg = X.XskUmemConfig(fill_size=self.frames, comp_size=64,
+        ucfg = X.XskUmemConfig(fill_size=self.frames, comp_size=max(64, self.tx_frames),
                                frame_size=self.frame_size, frame_headroom=0, flags=0)
         umem = ctypes.c_void_p()
         X.recent_messages.clear()
         r = lib.xdp.xsk_umem__create(ctypes.byref(umem), ctypes.c_void_p(self.umem_mem.addr),
-                                     self.frames * self.frame_size, ctypes.byref(self.fill),
+                                     (self.frames + self.tx_frames) * self.frame_size,
+                                     ctypes.byref(self.fill),
                                      ctypes.byref(self.comp), ctypes.byref(ucfg))
         if r < 0:
             return r
-        scfg = X.XskSocketConfig(rx_size=self.frames, tx_size=0,
+        self.tx = X.XskRing()
+        scfg = X.XskSocketConfig(rx_size=self.frames, tx_size=self.tx_frames,
                                  libxdp_flags=X.XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
                                  xdp_flags=0, bind_flags=bind_flags)
         xsk = ctypes.c_void_p()
         r = lib.xdp.xsk_socket__create(ctypes.byref(xsk), self.interface.encode(), self.queue,
-                                       umem, ctypes.byref(self.rx), None, ctypes.byref(scfg))
+                                       umem, ctypes.byref(self.rx),
+                                       ctypes.byref(self.tx) if self.tx_frames else None,
+                                       ctypes.byref(scfg))
         if r < 0:
             lib.xdp.xsk_umem__delete(umem)
             return r
@@ -908,8 +1090,16 @@ class AfXdpProducer:
         xs[XS_FQ_PROD], xs[XS_FQ_CONS] = self.fill.producer, self.fill.consumer
         xs[XS_FQ_RING], xs[XS_FQ_SIZE] = self.fill.ring, self.fill.size
         xs[XS_FQ_FLAGS] = self.fill.flags
-        xs[XS_UMEM], xs[XS_UMEM_SIZE] = self.umem_mem.addr, self.frames * self.frame_size
+        xs[XS_UMEM] = self.umem_mem.addr
+        xs[XS_UMEM_SIZE] = (self.frames + self.tx_frames) * self.frame_size
         xs[XS_FRAME_SIZE], xs[XS_FRAMES] = self.frame_size, self.frames
+        xs[XS_FD], xs[XS_TX_FRAMES] = self.fd, self.tx_frames
+        if self.tx_frames:
+            xs[XS_TX_PROD], xs[XS_TX_CONS] = self.tx.producer, self.tx.consumer
+            xs[XS_TX_RING], xs[XS_TX_SIZE] = self.tx.ring, self.tx.size
+            xs[XS_TX_FLAGS] = self.tx.flags
+            xs[XS_CQ_PROD], xs[XS_CQ_CONS] = self.comp.producer, self.comp.consumer
+            xs[XS_CQ_RING], xs[XS_CQ_SIZE] = self.comp.ring, self.comp.size
         assert self.fill.size >= self.frames and self.rx.size & (self.rx.size - 1) == 0
         return xs
 
@@ -953,6 +1143,8 @@ class AfXdpProducer:
             "filter": None if self._filter_obj is None else
             (self._filter_obj.source or str(self._filter_obj.node)),
             "pushdown": self.pushdown.report(), "user_space_check": self._user[1],
+            "tx_ring": None if self.tx_ring is None else self.tx_ring.name,
+            "tx_frames": self.tx_frames,
             "notes": list(self.notes),
         }
 
@@ -964,7 +1156,9 @@ class AfXdpProducer:
             + ("exact" if pd["exact"] else "user space re-checks: " + "; ".join(pd["user_space"])))
         return (f"af_xdp {d['interface']} queue {d['queue']}: xdp {d['xdp_mode']} mode, "
                 f"{d['bind']} bind, UMEM {d['frames']} x {d['frame_size']} B on {d['umem']}, "
-                f"rings {d['rx_size']}; filter: {split}")
+                f"rings {d['rx_size']}"
+                + (f", TX from ring {d['tx_ring']} ({d['tx_frames']} frames)" if d["tx_ring"]
+                   else "") + f"; filter: {split}")
 
     def xdp_statistics(self) -> dict:
         from . import xsk_lib as X
@@ -994,7 +1188,7 @@ class AfXdpProducer:
         return rx_loop(self.ctrl, self.words, self.slot_bytes, self.pstate, self.xs, self.state,
                        self.verdict, code, consts, ac_next, ac_out, self.recs, check, parse,
                        limit, until_ns, chunk_ns, self.burst, self.wait_full, self.portq,
-                       self.spin)
+                       self.spin, self.tx_ring is not None, *self._tx, self.txfree)
 
     def warmup(self) -> float:
         """Compile (or load from the cache) the hot loop without taking a frame."""
@@ -1046,7 +1240,10 @@ class AfXdpProducer:
             ("received", ST_RX), ("accepted", ST_ACCEPTED), ("published", ST_PUBLISHED),
             ("dropped", ST_DROPPED), ("user_rejected", ST_REJECTED), ("bytes", ST_BYTES),
             ("bursts", ST_BURSTS), ("full_spins", ST_FULL_SPINS), ("truncated", ST_TRUNCATED),
-            ("wakeups", ST_WAKEUPS))}
+            ("wakeups", ST_WAKEUPS), ("tx_queued", ST_TX_QUEUED), ("tx_sent", ST_TX_DONE),
+            ("tx_bytes", ST_TX_BYTES), ("tx_too_long", ST_TX_TOO_LONG),
+            ("tx_kicks", ST_TX_KICKS), ("tx_errors", ST_TX_ERRORS), ("tx_lost", ST_TX_LOST))}
+        d["tx_errno"] = int(st[ST_TX_ERRNO])
         nic = {k: s.get(k, 0) - stats0.get(k, 0) for k in s}
         self._stats_reported = s or stats0
         return {"ring": self.ring.name, "interface": self.interface, "queue": self.queue,
@@ -1072,6 +1269,10 @@ class AfXdpProducer:
         if self._closed:
             return
         self._closed = True
+        try:
+            self._drain_tx()
+        except Exception as e:
+            log.warning("AF_XDP close: TX drain: %s", e)
         if getattr(self, "_poller", None) is not None and getattr(self, "fd", None) is not None:
             try:
                 self._poller.unregister(self.fd)
@@ -1090,6 +1291,23 @@ class AfXdpProducer:
 
     def __exit__(self, *exc):
         self.close()
+
+    def _drain_tx(self, timeout: float = 1.0) -> None:
+        """Before the socket goes: wait (bounded) until the kernel has completed every frame
+        put on the XSK TX ring; what it has not is said in a warning, never dropped silently."""
+        if self.tx_ring is None or getattr(self, "state", None) is None or \
+                getattr(self, "xsk", None) is None:
+            return
+        st = self.state
+        deadline = time.monotonic() + timeout
+        while st[ST_TX_QUEUED] > st[ST_TX_DONE] and time.monotonic() < deadline:
+            tx_flush(self.xs, st, *self._tx, self.txfree, self.burst)
+            time.sleep(0.0005)
+        left = int(st[ST_TX_QUEUED] - st[ST_TX_DONE])
+        if left:
+            log.warning("AF_XDP %s queue %d: %d frames queued for transmit were not confirmed "
+                        "sent when the socket closed", self.interface, self.queue, left)
+        self.tx_unconfirmed = left
 
 
 class KernelFilter:

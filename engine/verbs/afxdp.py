@@ -30,7 +30,8 @@ filters
   the socket.
 
 stopping
-  Ctrl-C or SIGTERM: the program is detached, the socket closed, the report printed.  After a
+  Ctrl-C or SIGTERM: frames queued for transmit are given a second to complete, the program
+  is detached, the socket closed, the report printed.  After a
   kill -9 the program stays on the interface; the next start removes it and says so.
 
 exit status
@@ -93,6 +94,11 @@ def _afxdp(p):
                    help="XDP attach mode (default auto: native, else skb)")
     p.add_argument("--bind", choices=("auto", "zerocopy", "copy"), default="auto",
                    help="AF_XDP bind (default auto: zero-copy, else copy)")
+    p.add_argument("--tx-ring", type=_ring_name, metavar="NAME",
+                   help="also transmit: frames published into this (lossless) ring leave "
+                        "through the socket")
+    p.add_argument("--tx-frames", type=_nonneg("a frame count", 65536), default=4096,
+                   metavar="N", help="UMEM frames for transmit (default 4096)")
     p.add_argument("--cpu", type=_nonneg("a cpu number", 4095), metavar="N",
                    help="pin the poll loop to this cpu")
     p.add_argument("--frames", type=_nonneg("a frame count"), default=16384, metavar="N",
@@ -143,12 +149,15 @@ def _afxdp_run(a) -> int:
         PL.pin(a.cpu)
     ring = Ring.open(a.ring, a.hugetlbfs)
     reload = []
+    txr = None
     try:
+        txr = Ring.open(a.tx_ring, a.hugetlbfs) if a.tx_ring else None
         try:
             prod = AfXdpProducer(ring, a.interface, queue=a.queue, filter=expr,
                                  xdp_mode=a.mode, bind=a.bind, frames=a.frames,
                                  frame_size=a.frame_size, hugetlbfs=a.hugetlbfs,
-                                 idle="busy" if a.busy else "poll")
+                                 idle="busy" if a.busy else "poll", tx_ring=txr,
+                                 tx_frames=a.tx_frames)
         except FilterSyntaxError as e:
             raise UsageError(f"afxdp: --filter: {e}") from None
         except MissingDependency as e:
@@ -187,6 +196,8 @@ def _afxdp_run(a) -> int:
             rep["kernel_counters"] = prod.kernel_counters()
     finally:
         ring.close()
+        if txr is not None:
+            txr.close()
     if a.json:
         print(json.dumps(rep, indent=2, default=str))
     else:
@@ -205,6 +216,12 @@ def format_report(r: dict) -> str:
                       f"({r['rate_pps']:,.0f} frames/s)"),
         ("dropped", f"{r['dropped']:,} (ring full), {r['nic_drops']:,} at the socket (NIC)"),
         ("user space", f"{r['user_rejected']:,} redirected frames rejected by the filter"),
+    ]
+    if s.get("tx_ring"):
+        rows.append(("transmit", f"{r['tx_sent']:,} frames sent from ring {s['tx_ring']}, "
+                                 f"{r['tx_too_long']:,} too long, {r['tx_errors']:,} send "
+                                 f"errors"))
+    rows += [
         ("kernel", f"{k['redirected']:,} redirected, {k['passed']:,} passed to the stack"),
     ]
     for text, hits in k["rules"]:
