@@ -95,8 +95,9 @@ class HostPeer:
     ``ns`` (the sender's side), on a /30 of 198.18.0.0/15 and a /64 of fd00::/8 derived from
     the pid and a counter.  ``send`` runs a Python snippet in the peer namespace."""
 
-    def __init__(self):
+    def __init__(self, queues: int = 1):
         pid, k = os.getpid(), next(_counter)
+        self.queues = queues
         if k > 60:
             raise RuntimeError("too many pairs in one test process")
         self.ns = f"hx{pid}n{k}"
@@ -111,8 +112,9 @@ class HostPeer:
         sweep_stale()
         try:
             sh("ip", "netns", "add", self.ns)
-            sh("ip", "link", "add", self.host, "type", "veth", "peer", "name", self.peer,
-               "netns", self.ns)
+            nq = ["numtxqueues", self.queues, "numrxqueues", self.queues]
+            sh("ip", "link", "add", self.host, *nq, "type", "veth", "peer", "name", self.peer,
+               *nq, "netns", self.ns)
             sh("sysctl", "-qw", f"net.ipv6.conf.{self.host}.accept_dad=0")
             sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host)
             sh("ip", "-6", "addr", "add", f"{self.host_ip6}/64", "dev", self.host, "nodad")
@@ -822,3 +824,81 @@ def test_tx_ring_frames_arrive_at_the_peer_byte_identical_and_counted(ring_name)
         assert rep["published"] == 10                             # RX alongside
         assert p.tx_unconfirmed == 0
         Ring.remove(ring_name + ".tx")
+
+
+# --- several RX queues -------------------------------------------------------------------------
+_FLOWS = """
+import socket, sys
+host, port, flows, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+socks = []
+for f in range(flows):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", 20000 + f))
+    socks.append(s)
+for i in range(per):
+    for f, s in enumerate(socks):
+        s.sendto(b"f%02d-%03d" % (f, i), (host, port))
+"""
+
+
+def test_two_queues_share_one_program_and_split_the_flows(ring_name):
+    """Native XDP on a two-queue veth: the sender's flows spread over both RX queues; one
+    socket and ring per queue, one program for the interface.  Every frame arrives exactly
+    once, each flow whole and in order in one ring, stamped with its queue."""
+    from engine.producers.afxdp import AfXdpQueues
+    port, flows, per = 38001, 40, 5
+    with HostPeer(queues=2) as hp, Ring.create(ring_name + ".q0", slots=4096) as r0, \
+            Ring.create(ring_name + ".q1", slots=4096) as r1:
+        hp.ping()
+        with AfXdpQueues([r0, r1], hp.host, filter=f"udp dst port {port}", xdp_mode="native",
+                         frames=1024) as mq:
+            d = mq.describe()
+            assert d[0]["program_id"] == d[1]["program_id"] == hp.xdp_prog_id()
+            assert d[1]["shared_with"][0]["queue"] == 0 and d[0]["shared_with"] == []
+            mq.warmup()
+            hp.exec(sys.executable, "-c", _FLOWS, hp.host_ip, port, flows, per)
+            total = flows * per
+            rep = mq.run(duration=20, stop=lambda: int(r0.ctrl[L.PS_PUBLISHED]) +
+                         int(r1.ctrl[L.PS_PUBLISHED]) >= total)
+            kc = mq.kernel_counters()
+        assert rep["published"] == total and rep["user_rejected"] == 0, rep
+        assert kc["rules"][0][1] == total and kc["no_socket"] == 0
+        seen = {}
+        for q, ring in enumerate((r0, r1)):
+            n = int(ring.ctrl[L.PS_PUBLISHED])
+            assert n > 0, f"queue {q} got nothing: the flows did not spread"
+            for f, _, hdr in ring_frames(ring, 0, n):
+                assert hdr["queue"] == q
+                flow, i = udp_payload(f)[1].split(b"-")
+                seen.setdefault(flow, []).append((q, int(i)))
+        assert len(seen) == flows
+        for flow, got in seen.items():
+            assert len({q for q, _ in got}) == 1, flow           # a flow stays on its queue
+            assert [i for _, i in got] == list(range(per)), flow  # whole, in order
+        assert hp.xdp_prog_id() is None                          # the last one detached
+
+
+def test_queues_of_one_interface_across_processes_share_filter_and_program(ring_name):
+    """A second process on another queue of the same interface shares the program, must use
+    the same filter, and leaves it attached for the first when it exits."""
+    with HostPeer(queues=2) as hp, Ring.create(ring_name + ".a", slots=64) as ra, \
+            Ring.create(ring_name + ".b", slots=64):
+        with producer(ra, hp, queue=0, filter="udp port 53", frames=256) as p:
+            pid = p.prog_id
+
+            def cli(expr):
+                return subprocess.run([sys.executable, "-m", "engine.cli", "afxdp", hp.host,
+                                       "--ring", ring_name + ".b", "--queue", "1", "--filter",
+                                       expr, "--frames", "256", "--count", "0", "--json"],
+                                      cwd=ROOT, capture_output=True, text=True, timeout=60)
+            r = cli("udp port 54")
+            assert r.returncode == 1, r.stderr
+            assert f"{hp.host} is filtered by 'udp port 53' (pid {os.getpid()}, queue 0)" \
+                in r.stderr and "same filter" in r.stderr
+            r = cli("udp port 53")
+            assert r.returncode == 0, r.stderr
+            setup = json.loads(r.stdout)["setup"]
+            assert setup["program_id"] == pid and setup["shared_with"][0]["queue"] == 0
+            assert "sharing hugering's XDP program" in r.stderr
+            assert hp.xdp_prog_id() == pid                    # still there for queue 0
+        assert hp.xdp_prog_id() is None

@@ -49,6 +49,17 @@ its program attached (the kernel keeps an XDP program on the interface until som
 it); the next start finds it -- hugering's program, and no live owner holding the interface's
 queue locks -- removes it and says so (``stale_removed`` in ``describe()``, one warning line).
 
+Transmit (``tx_ring=``): the producer is also a consumer of a lossless hugering ring; each
+pass of the loop takes completed TX frames back, copies new slots into free TX frames of the
+UMEM, posts them on the XSK TX ring and calls ``sendto`` while the kernel has descriptors to
+take (``tx_step``).  A slow NIC leaves slots in the TX ring (back-pressure), nothing is dropped;
+failures are counted with their errno; ``close`` waits (bounded) for outstanding completions.
+
+Several queues: one ``AfXdpProducer`` per (interface, queue), each with its own socket, UMEM
+and ring (``AfXdpQueues`` runs them in threads, one cpu each).  The XDP program and its rules
+belong to the interface: the first producer attaches it, the others -- in this process or
+another -- share it (same filter required), the last one to close detaches it.
+
 Single producer per ring (the ring refuses a second live one), one socket per (interface,
 queue) per machine (a queue lock refuses a second).
 """
@@ -586,6 +597,31 @@ class _Locks:
         self._mutex = None
         self._owner = None
         self.previous: dict = {}
+        self._sweep()
+
+    @staticmethod
+    def _sweep() -> None:
+        """Owner files of dead runs on interfaces that no longer exist (a veth deleted after a
+        kill -9) go; those of existing interfaces stay, to name the dead run later."""
+        here = set()
+        for d in interfaces():
+            try:
+                here.add(int((NET_SYSFS / d / "ifindex").read_text()))
+            except (OSError, ValueError):
+                pass
+        for p in LOCK_DIR.glob(f"{_netns_id()}-*-q*.owner"):
+            try:
+                ifindex = int(p.name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if ifindex in here:
+                continue
+            try:
+                with open(p, "r") as f:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    p.unlink()
+            except (OSError, BlockingIOError):
+                pass
 
     def lock_interface(self) -> None:
         self._mutex = open(self.mutex_path, "a+")
@@ -713,6 +749,37 @@ class _Umem:
             self.addr = None
 
 
+def _prog_map_fds(lib, prog_fd: int) -> dict:
+    """{map name: fd} of a loaded program (BPF_OBJ_GET_INFO_BY_FD: map ids, then each map's
+    fd and name).  Offsets of struct bpf_prog_info / bpf_map_info from <linux/bpf.h>."""
+    info = (ctypes.c_uint8 * 232)()
+    ln = ctypes.c_uint32(232)
+    if lib.bpf.bpf_obj_get_info_by_fd(prog_fd, info, ctypes.byref(ln)) < 0:
+        raise AfXdpError("system", "cannot read the XDP program's info")
+    n = int.from_bytes(bytes(info[52:56]), "little")          # nr_map_ids
+    ids = (ctypes.c_uint32 * max(n, 1))()
+    info2 = (ctypes.c_uint8 * 232)()
+    ctypes.memmove(ctypes.addressof(info2) + 52, ctypes.byref(ctypes.c_uint32(n)), 4)
+    ctypes.memmove(ctypes.addressof(info2) + 56,
+                   ctypes.byref(ctypes.c_uint64(ctypes.addressof(ids))), 8)
+    ln = ctypes.c_uint32(232)
+    if lib.bpf.bpf_obj_get_info_by_fd(prog_fd, info2, ctypes.byref(ln)) < 0:
+        raise AfXdpError("system", "cannot read the XDP program's map ids")
+    out = {}
+    for i in range(n):
+        fd = lib.bpf.bpf_map_get_fd_by_id(ids[i])
+        if fd < 0:
+            continue
+        minfo = (ctypes.c_uint8 * 88)()
+        ln = ctypes.c_uint32(88)
+        if lib.bpf.bpf_obj_get_info_by_fd(fd, minfo, ctypes.byref(ln)) < 0:
+            os.close(fd)
+            continue
+        name = bytes(minfo[24:40]).split(b"\0", 1)[0].decode()
+        out[name] = fd
+    return out
+
+
 def _compile(filter):
     """pcap-filter text, a ``parsers.filters.Filter`` or None -> a Filter or None."""
     if filter is None:
@@ -796,6 +863,9 @@ class AfXdpProducer:
         self.xdp_mode = None
         self.zerocopy = None
         self.need_wakeup = None
+        self.shared_with: list = []
+        self._map_fds = None
+        self._rules_installed = False
         self._finalizer = weakref.finalize(self, AfXdpProducer._cleanup, self._undo)
         try:
             self._setup(hugetlbfs, filter)
@@ -828,8 +898,11 @@ class AfXdpProducer:
 
         locks = _Locks(self.ifindex, queue)
         self.locks = locks
+        self.filter_key = None if self.filter is None else \
+            (self.filter.source or str(self.filter.node))
         locks.take_queue({"pid": os.getpid(), "interface": ifname, "queue": queue,
-                          "ring": self.ring.name, "started_ns": time.time_ns()})
+                          "ring": self.ring.name, "filter": self.filter_key,
+                          "started_ns": time.time_ns()})
         self._undo.append(locks.release_queue)
         locks.lock_interface()
         try:
@@ -876,7 +949,10 @@ class AfXdpProducer:
 
     def _attach_program(self, lib, obj_path, locks) -> None:
         from . import xsk_lib as X
-        self._remove_stale(lib, locks)
+        shared = self._inspect_attached(lib, locks)
+        if shared is not None:
+            self._share(lib, locks, shared)
+            return
         prog = lib.xdp.xdp_program__open_file(str(obj_path).encode(), b"xdp", None)
         err = lib.ptr_error(prog)
         if err:
@@ -914,7 +990,10 @@ class AfXdpProducer:
             self.notes.append(f"native XDP failed ({os.strerror(errs[0][1])}): using skb mode")
         attach_mode = modes[len(errs)]
         self.prog_id = int(lib.xdp.xdp_program__id(prog))
+        self._set_detach(lib, locks, prog, attach_mode)
+        self._obj = lib.xdp.xdp_program__bpf_obj(prog)
 
+    def _set_detach(self, lib, locks, prog, attach_mode) -> None:
         def detach():
             live, _ = locks.others()
             if live:                 # another producer still uses the program (other queue)
@@ -925,7 +1004,41 @@ class AfXdpProducer:
                             os.strerror(-r))
         self._detach = detach
         self._undo.append(self._detach_locked)
-        self._obj = lib.xdp.xdp_program__bpf_obj(prog)
+
+    def _share(self, lib, locks, shared: dict) -> None:
+        """Another queue's live producer attached hugering's program: use it (one program,
+        one set of rules per interface), after checking that the filter and mode agree."""
+        from . import xsk_lib as X
+        mine = self.filter_key
+        for o in shared["owners"]:
+            if o.get("filter") != mine:
+                raise AfXdpError("busy", f"{self.interface} is filtered by {o.get('filter')!r} "
+                                         f"(pid {o.get('pid')}, queue {o.get('queue')}): every "
+                                         f"queue of an interface shares the XDP program's "
+                                         f"rules; start this one with the same filter")
+        mode = shared["mode"]
+        if self.xdp_mode_wanted != "auto" and X.MODE_NAMES.get(mode) != self.xdp_mode_wanted:
+            raise AfXdpError("busy", f"{self.interface} already runs hugering's program in "
+                                     f"{X.MODE_NAMES.get(mode)} mode (pid "
+                                     f"{shared['owners'][0].get('pid')}); --mode "
+                                     f"{self.xdp_mode_wanted} cannot be had alongside it")
+        prog = lib.xdp.xdp_program__from_id(shared["id"])
+        err = lib.ptr_error(prog)
+        if err:
+            raise AfXdpError("system", f"cannot open the XDP program id {shared['id']}: "
+                                       f"{os.strerror(-err)}{X.last_messages()}")
+        self.prog = prog
+        self._undo.append(lambda: lib.xdp.xdp_program__close(prog))
+        self.prog_id = shared["id"]
+        self.xdp_mode = X.MODE_NAMES.get(mode, "?")
+        self.shared_with = shared["owners"]
+        self.notes.append("sharing hugering's XDP program (id %d) with %s" % (
+            self.prog_id, ", ".join(f"pid {o.get('pid')} queue {o.get('queue')}"
+                                    for o in shared["owners"])))
+        self._map_fds = _prog_map_fds(lib, lib.xdp.xdp_program__fd(prog))
+        self._undo.append(lambda: [os.close(fd) for fd in self._map_fds.values()])
+        self._set_detach(lib, locks, prog, mode)
+        self._rules_installed = True             # by the producer that attached it
 
     def _detach_locked(self) -> None:
         self.locks.lock_interface()
@@ -934,18 +1047,19 @@ class AfXdpProducer:
         finally:
             self.locks.unlock_interface()
 
-    def _remove_stale(self, lib, locks) -> None:
+    def _inspect_attached(self, lib, locks) -> dict | None:
         """A program already on the interface: hugering's with no live owner is removed (and
-        reported); hugering's with a live owner, or anybody else's, is an error."""
+        reported); hugering's with live owners is returned for sharing ({id, mode, owners});
+        anybody else's is an error."""
         from . import xsk_lib as X
         mp = lib.xdp.xdp_multiprog__get_from_ifindex(self.ifindex)
         err = lib.ptr_error(mp)
         if err:
-            return                               # -ENOENT: nothing attached
+            return None                          # -ENOENT: nothing attached
         try:
             main = lib.xdp.xdp_multiprog__main_prog(mp)
             if not main or lib.ptr_error(main):
-                return                           # an hw-only program, or nothing
+                return None                      # an hw-only program, or nothing
             name = (lib.xdp.xdp_program__name(main) or b"").decode(errors="replace")
             pid = int(lib.xdp.xdp_program__id(main))
             mode = X.MODE_NAMES.get(lib.xdp.xdp_multiprog__attach_mode(mp), "?")
@@ -959,10 +1073,8 @@ class AfXdpProducer:
             if locks.previous:
                 dead.insert(0, locks.previous)
             if live:
-                who = ", ".join(f"pid {o.get('pid')} queue {o.get('queue')}" for o in live)
-                raise AfXdpError("busy", f"{self.interface} already has hugering's XDP program "
-                                         f"(id {pid}) in use by a live producer ({who}); one "
-                                         f"process per interface for now")
+                return {"id": pid, "mode": lib.xdp.xdp_multiprog__attach_mode(mp),
+                        "owners": live}
             r = lib.xdp.xdp_multiprog__detach(mp)
             if r < 0:
                 raise AfXdpError("system", f"cannot remove the stale XDP program (id {pid}) "
@@ -983,10 +1095,16 @@ class AfXdpProducer:
                         (LOCK_DIR / f"{locks.prefix}-q{q}.owner").unlink()
                     except OSError:
                         pass
+            return None
         finally:
             lib.xdp.xdp_multiprog__close(mp)
 
     def _map_fd(self, name: str) -> int:
+        if self._map_fds is not None:
+            if name not in self._map_fds:
+                raise AfXdpError("system", f"the attached XDP program has no map {name!r} "
+                                           f"(another hugering version?)")
+            return self._map_fds[name]
         fd = self.lib.bpf.bpf_object__find_map_fd_by_name(self._obj, name.encode())
         if fd < 0:
             raise AfXdpError("system", f"the XDP program has no map {name!r} (stale build of "
@@ -1104,10 +1222,14 @@ class AfXdpProducer:
         return xs
 
     # --- filters ----------------------------------------------------------------------------
-    def _install(self, flt) -> None:
+    def _install(self, flt, install: bool = True) -> None:
         from .xsk_pushdown import plan
         pd = plan(None if flt is None else flt.node)
-        self.maps.install(pd.rules)
+        if install and not self._rules_installed:
+            self.maps.install(pd.rules)
+        else:
+            self.maps.rules = list(pd.rules)      # the same rules, installed by another
+        self._rules_installed = False
         self.pushdown = pd
         self._filter_obj = flt
         check = flt is not None and (not pd.exact or self.verify)
@@ -1121,12 +1243,17 @@ class AfXdpProducer:
         # one tuple, swapped whole: the loop picks it up at its next call
         self._user = (flt_prog, bool(check), parse)
 
-    def set_filter(self, filter) -> dict:
+    def set_filter(self, filter, install: bool = True) -> dict:
         """Replace the filter while running: the kernel's rules change with one generation flip
         (no reload, the socket stays), the user-space half at the loop's next chunk (<= 20 ms).
-        Returns the new pushdown report.  Safe to call from another thread than ``run``."""
+        Returns the new pushdown report.  Safe to call from another thread than ``run``.
+
+        The rules are the interface's: with several queues (``AfXdpQueues``) they change for
+        all of them; ``install=False`` only updates this producer's user-space half (the
+        others' call, after the first one installed)."""
         flt = _compile(filter)
-        self._install(flt)
+        self._install(flt, install)
+        self.filter_key = None if flt is None else (flt.source or str(flt.node))
         return self.pushdown.report()
 
     # --- introspection ----------------------------------------------------------------------
@@ -1140,6 +1267,7 @@ class AfXdpProducer:
             "frames": self.frames, "frame_size": self.frame_size, "rx_size": int(self.rx.size),
             "fill_size": int(self.fill.size), "program_id": self.prog_id,
             "memlock": self.memlock, "stale_removed": self.stale_removed,
+            "shared_with": self.shared_with,
             "filter": None if self._filter_obj is None else
             (self._filter_obj.source or str(self._filter_obj.node)),
             "pushdown": self.pushdown.report(), "user_space_check": self._user[1],
@@ -1308,6 +1436,110 @@ class AfXdpProducer:
             log.warning("AF_XDP %s queue %d: %d frames queued for transmit were not confirmed "
                         "sent when the socket closed", self.interface, self.queue, left)
         self.tx_unconfirmed = left
+
+
+class AfXdpQueues:
+    """Several RX queues of one interface, each with its own socket, UMEM and ring, each loop in
+    its own thread (``rx_loop`` releases the GIL) pinned to its cpu.  The XDP program and its
+    rules are the interface's: attached by the first producer, shared by the others, detached
+    by the last one to close.
+
+        with AfXdpQueues([ring0, ring1], "eth1", queues=[0, 1], cpus=[2, 3],
+                         filter="udp") as mq:
+            rep = mq.run(duration=10)      # {"queues": [report per queue], "published": ...}
+
+    ``queues``: NIC queue numbers (default 0..len(rings)-1); ``cpus``: one per queue or None;
+    other keyword arguments go to every ``AfXdpProducer``."""
+
+    def __init__(self, rings, interface: str, queues=None, cpus=None, filter=None, **kw):
+        queues = list(range(len(rings))) if queues is None else list(queues)
+        if len(queues) != len(rings) or not rings:
+            raise AfXdpError("config", f"queues: one NIC queue per ring ({len(rings)} rings, "
+                                       f"{len(queues)} queues)")
+        if cpus is not None and len(cpus) != len(rings):
+            raise AfXdpError("config", f"cpus: one cpu per queue ({len(rings)} queues, "
+                                       f"{len(cpus)} cpus)")
+        self.cpus = cpus
+        self.producers: list[AfXdpProducer] = []
+        try:
+            for ring, q in zip(rings, queues):
+                self.producers.append(AfXdpProducer(ring, interface, queue=q, filter=filter,
+                                                    **kw))
+        except BaseException:
+            self.close()
+            raise
+
+    def describe(self) -> list[dict]:
+        return [p.describe() for p in self.producers]
+
+    def mode_lines(self) -> list[str]:
+        return [p.mode_line() for p in self.producers]
+
+    def kernel_counters(self) -> dict:
+        return self.producers[0].kernel_counters()          # one program, one set of rules
+
+    def set_filter(self, filter) -> dict:
+        rep = self.producers[0].set_filter(filter)
+        for p in self.producers[1:]:
+            p.set_filter(filter, install=False)
+        return rep
+
+    def warmup(self) -> None:
+        for p in self.producers:
+            p.warmup()
+
+    def run(self, count: int | None = None, duration: float | None = None, stop=None) -> dict:
+        """Run every queue until ``duration``, ``stop()``, Ctrl-C, or (each queue) ``count``
+        frames; returns the per-queue reports and their totals."""
+        import threading
+        done = threading.Event()
+        reps: list = [None] * len(self.producers)
+        errors: list = []
+
+        def work(i, p):
+            try:
+                if self.cpus is not None:
+                    os.sched_setaffinity(0, {self.cpus[i]})     # this thread only
+                reps[i] = p.run(count=count, duration=duration,
+                                stop=lambda: done.is_set() or (stop is not None and stop()))
+            except BaseException as e:      # surfaced in the calling thread
+                errors.append(e)
+                done.set()
+        threads = [threading.Thread(target=work, args=(i, p), daemon=True,
+                                    name=f"afxdp-q{p.queue}")
+                   for i, p in enumerate(self.producers)]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.05)
+                if stop is not None and stop():
+                    done.set()
+        except KeyboardInterrupt:
+            done.set()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+        keys = ("received", "accepted", "published", "dropped", "user_rejected", "bytes",
+                "nic_drops", "tx_sent")
+        out = {k: sum(r[k] for r in reps) for k in keys}
+        out["queues"] = reps
+        out["elapsed_s"] = max(r["elapsed_s"] for r in reps)
+        out["rate_pps"] = out["published"] / out["elapsed_s"] if out["elapsed_s"] else 0.0
+        out["stopped_by"] = reps[0]["stopped_by"]
+        return out
+
+    def close(self) -> None:
+        for p in reversed(self.producers):
+            p.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class KernelFilter:

@@ -434,7 +434,6 @@ class RuleMaps:
         for name in ("hr_proto", "hr_pp", "hr_sport", "hr_dport", "hr_aport"):
             self.views[name] = np.frombuffer(self._maps[name], dtype=np.uint64,
                                              count=self.ARRAYS[name] // 8).reshape(2, -1)
-        self._lpm_keys: dict[int, list] = {0: [], 1: []}
         self.rules: list = []
 
     @property
@@ -452,21 +451,36 @@ class RuleMaps:
         if r < 0:
             raise OSError(-r, f"bpf_map_update_elem: {__import__('os').strerror(-r)}")
 
+    def _clear_lpm(self, name: str, gen: int) -> None:
+        """Delete every key of generation ``gen`` from an LPM map (walked with get_next_key;
+        the map holds at most 4 * MAX_RULES entries)."""
+        size = 12 if name.endswith("4") else 24
+        fd = self.fds[name]
+        cur = None
+        doomed = []
+        for _ in range(8 * MAX_RULES + 8):
+            nxt = self._ct.create_string_buffer(size)
+            if self.lib.bpf.bpf_map_get_next_key(fd, cur, nxt) < 0:
+                break
+            if nxt.raw[4] == gen:
+                doomed.append(nxt.raw)
+            cur = nxt
+        for key in doomed:
+            self.lib.bpf.bpf_map_delete_elem(fd, self._ct.create_string_buffer(key, size))
+
     def install(self, rules: list) -> int:
         """Write ``rules`` into the inactive generation and make it the active one; returns the
         new generation.  Frames in flight are evaluated entirely by the old or the new rules."""
         t = build(rules)
         new = 1 - self.active
-        # 1. the inactive generation's LPM entries out, the new ones in
-        for fd, key in self._lpm_keys[new]:
-            k = self._ct.create_string_buffer(key, len(key))
-            self.lib.bpf.bpf_map_delete_elem(fd, k)
-        self._lpm_keys[new] = []
+        # 1. the inactive generation's LPM entries out (whoever wrote them: the program may be
+        #    shared with another process), the new ones in
+        for name in self.LPMS:
+            self._clear_lpm(name, new)
         for name, entries in t.lpm.items():
             for addr, plen, bits in entries:
                 key = lpm_key(name, new, addr, plen)
                 self._update(self.fds[name], key, int(bits).to_bytes(8, "little"))
-                self._lpm_keys[new].append((self.fds[name], key))
         # 2. arrays of the inactive generation
         self.views["hr_proto"][new] = t.proto
         self.views["hr_pp"][new] = t.pp

@@ -71,6 +71,17 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _cpus(text: str) -> list[int]:
+    try:
+        v = [int(x) for x in text.split(",")]
+    except ValueError:
+        v = [-1]
+    if not v or any(not 0 <= c < 4096 for c in v):
+        raise argparse.ArgumentTypeError(f"expected a cpu number or a list like 2,3, got "
+                                         f"{text!r}")
+    return v
+
+
 @command("afxdp", "receive from a network interface into a ring through AF_XDP")
 def _afxdp(p):
     p.description = ("Receive frames from IFACE's RX queue through an AF_XDP socket into an\n"
@@ -84,7 +95,8 @@ def _afxdp(p):
     p.add_argument("--queue", type=_nonneg("a queue number", 1023), default=0, metavar="Q",
                    help="the NIC RX queue (default 0)")
     p.add_argument("--queues", type=_nonneg("a queue count", 1024), default=1, metavar="N",
-                   help="number of RX queues, one ring each (only 1 for now)")
+                   help="RX queues Q .. Q+N-1, one socket and one ring each: rings NAME.q0 .. "
+                        "NAME.q{N-1} when N > 1 (as in the YAML configuration)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--filter", metavar="EXPR", help="pcap-filter expression (default: every "
                                                       "frame)")
@@ -99,8 +111,8 @@ def _afxdp(p):
                         "through the socket")
     p.add_argument("--tx-frames", type=_nonneg("a frame count", 65536), default=4096,
                    metavar="N", help="UMEM frames for transmit (default 4096)")
-    p.add_argument("--cpu", type=_nonneg("a cpu number", 4095), metavar="N",
-                   help="pin the poll loop to this cpu")
+    p.add_argument("--cpu", type=_cpus, metavar="N[,N...]",
+                   help="pin the poll loop to this cpu (one per queue with --queues)")
     p.add_argument("--frames", type=_nonneg("a frame count"), default=16384, metavar="N",
                    help="UMEM frames, also the fill and RX ring sizes (power of two; default "
                         "16384)")
@@ -129,35 +141,48 @@ def _read_filter(path: str) -> str | None:
 
 
 def _afxdp_run(a) -> int:
-    if a.queues != 1:
-        raise UsageError("afxdp: --queues: one RX queue per process for now (run one "
-                         "'hugering afxdp --queue Q' per queue, each into its own ring, on "
-                         "different interfaces); multi-queue on one interface is not "
-                         "implemented yet")
     from engine.dump import StopSignals
     from parsers.filters import FilterSyntaxError
     from shm.ring import Ring
     try:
-        from engine.producers.afxdp import AfXdpError, AfXdpProducer
+        from engine.producers.afxdp import AfXdpError, AfXdpProducer, AfXdpQueues
         from engine.producers.xsk_lib import MissingDependency
     except ImportError as e:                    # numba & co. are there; this is belt and braces
         print(f"{PROG}: error: afxdp: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    multi = a.queues > 1
+    if a.queues == 0:
+        raise UsageError("afxdp: --queues: expected at least 1")
+    if a.cpu is not None and len(a.cpu) not in (1, a.queues):
+        raise UsageError(f"afxdp: --cpu: one cpu, or one per queue ({a.queues}), got "
+                         f"{len(a.cpu)}")
+    if multi and a.tx_ring:
+        raise UsageError("afxdp: --tx-ring: with one queue only (transmit on queue Q)")
     expr = _read_filter(a.filter_file) if a.filter_file else a.filter
-    if a.cpu is not None:
+    cpus = None if a.cpu is None else (a.cpu * a.queues if len(a.cpu) == 1 else a.cpu)
+    if a.cpu is not None and not multi:
         from engine import placement as PL
-        PL.pin(a.cpu)
-    ring = Ring.open(a.ring, a.hugetlbfs)
+        PL.pin(cpus[0])
+    from engine.config import ring_names
+    rings = []
     reload = []
     txr = None
     try:
+        for name in ring_names(a.ring, a.queues):
+            rings.append(Ring.open(name, a.hugetlbfs))
         txr = Ring.open(a.tx_ring, a.hugetlbfs) if a.tx_ring else None
+        kw = dict(filter=expr, xdp_mode=a.mode, bind=a.bind, frames=a.frames,
+                  frame_size=a.frame_size, hugetlbfs=a.hugetlbfs,
+                  idle="busy" if a.busy else "poll")
         try:
-            prod = AfXdpProducer(ring, a.interface, queue=a.queue, filter=expr,
-                                 xdp_mode=a.mode, bind=a.bind, frames=a.frames,
-                                 frame_size=a.frame_size, hugetlbfs=a.hugetlbfs,
-                                 idle="busy" if a.busy else "poll", tx_ring=txr,
-                                 tx_frames=a.tx_frames)
+            if multi:
+                prod = AfXdpQueues(rings, a.interface, queues=range(a.queue, a.queue + a.queues),
+                                   cpus=cpus, **kw)
+                members = prod.producers
+            else:
+                prod = AfXdpProducer(rings[0], a.interface, queue=a.queue, tx_ring=txr,
+                                     tx_frames=a.tx_frames, **kw)
+                members = [prod]
         except FilterSyntaxError as e:
             raise UsageError(f"afxdp: --filter: {e}") from None
         except MissingDependency as e:
@@ -167,8 +192,9 @@ def _afxdp_run(a) -> int:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return EXIT_USAGE if e.kind == "config" else EXIT_RUNTIME
         with prod, StopSignals() as stop:
-            print(prod.mode_line(), file=sys.stderr, flush=True)
-            for note in prod.notes:
+            for m in members:
+                print(m.mode_line(), file=sys.stderr, flush=True)
+            for note in dict.fromkeys(n for m in members for n in m.notes):
                 if not note.startswith("removed a stale"):   # that one was logged already
                     print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
             if a.filter_file:
@@ -195,7 +221,8 @@ def _afxdp_run(a) -> int:
             rep["setup"] = prod.describe()
             rep["kernel_counters"] = prod.kernel_counters()
     finally:
-        ring.close()
+        for r in rings:
+            r.close()
         if txr is not None:
             txr.close()
     if a.json:
@@ -206,12 +233,14 @@ def _afxdp_run(a) -> int:
 
 
 def format_report(r: dict) -> str:
-    s = r["setup"]
+    setups = r["setup"] if isinstance(r["setup"], list) else [r["setup"]]
+    s = setups[0]
     k = r["kernel_counters"]
     rows = [
-        ("interface", f"{s['interface']} queue {s['queue']}: xdp {s['xdp_mode']} mode, "
-                      f"{s['bind']} bind"),
-        ("ring", r["ring"]),
+        ("interface", f"{s['interface']} queue{'s' if len(setups) > 1 else ''} "
+                      f"{', '.join(str(x['queue']) for x in setups)}: xdp {s['xdp_mode']} "
+                      f"mode, {s['bind']} bind"),
+        ("ring", ", ".join(x["ring"] for x in setups)),
         ("published", f"{r['published']:,} frames, {r['bytes']:,} bytes "
                       f"({r['rate_pps']:,.0f} frames/s)"),
         ("dropped", f"{r['dropped']:,} (ring full), {r['nic_drops']:,} at the socket (NIC)"),
@@ -226,5 +255,8 @@ def format_report(r: dict) -> str:
     ]
     for text, hits in k["rules"]:
         rows.append(("  rule", f"{hits:,}  {text}"))
+    for q in r.get("queues", []):
+        rows.append((f"queue {q['queue']}", f"{q['published']:,} published, {q['dropped']:,} "
+                                            f"dropped, {q['nic_drops']:,} NIC drops"))
     rows.append(("elapsed", f"{r['elapsed_s']:.3f} s, stopped by {r['stopped_by']}"))
     return fields(rows)
