@@ -1438,6 +1438,20 @@ class AfXdpProducer:
         self.tx_unconfirmed = left
 
 
+def queue_cpus(interface: str, n: int) -> list[int]:
+    """One cpu per queue on the NIC's NUMA node (all online cpus when the node is unknown),
+    isolated cpus first, round-robin when there are fewer cpus than queues."""
+    from engine import placement as PL
+    cpus = PL.online_cpus() or [0]
+    node = PL.nic_numa_node(interface)
+    if node is not None:
+        on_node = [c for c in cpus if PL.cpu_node(c) == node]
+        cpus = on_node or cpus
+    iso = set(PL.isolated_cpus())
+    cpus = sorted(cpus, key=lambda c: (c not in iso, c))
+    return [cpus[i % len(cpus)] for i in range(n)]
+
+
 class AfXdpQueues:
     """Several RX queues of one interface, each with its own socket, UMEM and ring, each loop in
     its own thread (``rx_loop`` releases the GIL) pinned to its cpu.  The XDP program and its
@@ -1448,14 +1462,17 @@ class AfXdpQueues:
                          filter="udp") as mq:
             rep = mq.run(duration=10)      # {"queues": [report per queue], "published": ...}
 
-    ``queues``: NIC queue numbers (default 0..len(rings)-1); ``cpus``: one per queue or None;
-    other keyword arguments go to every ``AfXdpProducer``."""
+    ``queues``: NIC queue numbers (default 0..len(rings)-1); ``cpus``: one per queue, "auto"
+    (``queue_cpus``: the NIC's NUMA node) or None (not pinned); other keyword arguments go to
+    every ``AfXdpProducer``."""
 
     def __init__(self, rings, interface: str, queues=None, cpus=None, filter=None, **kw):
         queues = list(range(len(rings))) if queues is None else list(queues)
         if len(queues) != len(rings) or not rings:
             raise AfXdpError("config", f"queues: one NIC queue per ring ({len(rings)} rings, "
                                        f"{len(queues)} queues)")
+        if cpus == "auto":
+            cpus = queue_cpus(interface, len(rings))
         if cpus is not None and len(cpus) != len(rings):
             raise AfXdpError("config", f"cpus: one cpu per queue ({len(rings)} queues, "
                                        f"{len(cpus)} cpus)")

@@ -71,6 +71,12 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _queues(text: str):
+    if text == "all":
+        return "all"
+    return _nonneg("a queue count or 'all'", 1024)(text)
+
+
 def _cpus(text: str) -> list[int]:
     try:
         v = [int(x) for x in text.split(",")]
@@ -94,9 +100,10 @@ def _afxdp(p):
                    help="an existing ring (hugering ring create NAME)")
     p.add_argument("--queue", type=_nonneg("a queue number", 1023), default=0, metavar="Q",
                    help="the NIC RX queue (default 0)")
-    p.add_argument("--queues", type=_nonneg("a queue count", 1024), default=1, metavar="N",
+    p.add_argument("--queues", type=_queues, default=1, metavar="N|all",
                    help="RX queues Q .. Q+N-1, one socket and one ring each: rings NAME.q0 .. "
-                        "NAME.q{N-1} when N > 1 (as in the YAML configuration)")
+                        "NAME.q{N-1} when N > 1 (as in the YAML configuration); 'all': as "
+                        "many as the interface has (ethtool -l)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--filter", metavar="EXPR", help="pcap-filter expression (default: every "
                                                       "frame)")
@@ -112,7 +119,8 @@ def _afxdp(p):
     p.add_argument("--tx-frames", type=_nonneg("a frame count", 65536), default=4096,
                    metavar="N", help="UMEM frames for transmit (default 4096)")
     p.add_argument("--cpu", type=_cpus, metavar="N[,N...]",
-                   help="pin the poll loop to this cpu (one per queue with --queues)")
+                   help="pin the poll loop to this cpu (one per queue with --queues; default "
+                        "with several queues: cpus of the NIC's NUMA node)")
     p.add_argument("--frames", type=_nonneg("a frame count"), default=16384, metavar="N",
                    help="UMEM frames, also the fill and RX ring sizes (power of two; default "
                         "16384)")
@@ -150,6 +158,9 @@ def _afxdp_run(a) -> int:
     except ImportError as e:                    # numba & co. are there; this is belt and braces
         print(f"{PROG}: error: afxdp: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    if a.queues == "all":
+        from engine.producers.afxdp import rx_queues
+        a.queues = max(1, len(rx_queues(a.interface)) - a.queue)
     multi = a.queues > 1
     if a.queues == 0:
         raise UsageError("afxdp: --queues: expected at least 1")
@@ -160,6 +171,8 @@ def _afxdp_run(a) -> int:
         raise UsageError("afxdp: --tx-ring: with one queue only (transmit on queue Q)")
     expr = _read_filter(a.filter_file) if a.filter_file else a.filter
     cpus = None if a.cpu is None else (a.cpu * a.queues if len(a.cpu) == 1 else a.cpu)
+    if cpus is None and multi:
+        cpus = "auto"                           # the NIC's NUMA node
     if a.cpu is not None and not multi:
         from engine import placement as PL
         PL.pin(cpus[0])
