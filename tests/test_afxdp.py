@@ -902,3 +902,20 @@ def test_queues_of_one_interface_across_processes_share_filter_and_program(ring_
             assert "sharing hugering's XDP program" in r.stderr
             assert hp.xdp_prog_id() == pid                    # still there for queue 0
         assert hp.xdp_prog_id() is None
+
+
+def test_bench_afxdp_runs_and_reports_the_keys():
+    """tools/bench_afxdp.py --quick --json: its own namespaces, the three receivers, the
+    documented keys; nothing left behind (the numbers themselves are the program's business)."""
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_afxdp.py"), "--quick",
+                          "--json", "--packets", "5000", "--repeats", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout)
+    for k in ("offered_pps", "afxdp_pps", "afxdp_loss", "socket_pps", "socket_loss",
+              "afpacket_pps", "afpacket_loss", "ratio_vs_socket"):
+        assert isinstance(r[k], (int, float)), k
+    for k in ("afxdp", "socket", "afpacket"):
+        assert 0 <= r[f"{k}_loss"] <= 1 and r["runs"][k][0]["sent"] == 5000
+    assert r["runs"]["afxdp"][0]["received"] > 0 and r["afxdp_mode"] == "native"
+    assert not re.search(r"\bhb\d+[rt]\b", sh("ip", "netns", "list").stdout)
