@@ -452,7 +452,18 @@ def test_ring_full_policies_and_nic_drops(ring_name):
                                       capture_output=True, text=True, timeout=60)
                 assert stat.returncode == 0, stat.stderr
                 assert json.loads(stat.stdout)["producer"]["nic_drops"] == 300 - 64
-        for suffix in (".d", ".l", ".n"):
+        # frames longer than a slot: cut to it, flagged, wire length kept
+        with Ring.create(ring_name + ".t", slots=64, slot_size=64) as ring:
+            with producer(ring, hp, filter=f"udp dst port {port}") as p:
+                big = [(port, bytes([i]) * 300) for i in range(10)]
+                hp.send(big)
+                rep = p.run(count=10, duration=20)
+                assert rep["published"] == 10 and rep["truncated"] == 10, rep
+                for f, wire, hdr in ring_frames(ring, 0, 10):
+                    assert len(f) == 64 and wire == 14 + 20 + 8 + 300
+                    assert hdr["flags"] & L.SLOT_FLAG_TRUNCATED
+                    assert f[36:38] == struct.pack("!H", port)
+        for suffix in (".d", ".l", ".n", ".t"):
             Ring.remove(ring_name + suffix)
 
 
