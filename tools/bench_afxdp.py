@@ -97,7 +97,9 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n; i++) { uint64_t s = sent + i; memcpy(buf[i], &s, 8); }
         int r = sendmmsg(fd, msg, n, 0);
         if (r < 0) {
-            if (errno == ENOBUFS || errno == EAGAIN) continue;
+            // ENOBUFS/EAGAIN: the queue is full; ECONNREFUSED: an ICMP port unreachable came
+            // back on this connected socket (the AF_PACKET run has no UDP listener) -- retry
+            if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED) continue;
             perror("sendmmsg"); return 1;
         }
         sent += r;
