@@ -143,7 +143,7 @@ def run_producer(cfg, name: str, queue: int) -> int:
         try:
             try:
                 prod = AfXdpProducer(ring, o.interface, queue=nic_queue, xdp_mode=o.xdp_mode,
-                                     bind=o.bind, hugetlbfs=rc.hugetlbfs)
+                                     bind=o.bind, hugetlbfs=rc.hugetlbfs, filter=o.filter)
             except MissingDependency as e:
                 print(f"hugering: error: producer {label}: {e}", file=sys.stderr, flush=True)
                 return EXIT_UNAVAILABLE

@@ -85,7 +85,8 @@ Top level: ``dpdk_config`` and/or ``hugering`` (at least one).
     int >= 0 = 1`` (0: forever, as tcpreplay), ``original_timestamps: bool = false``;
     af_xdp: ``interface: str`` (required), ``queues: [int, ...] = null`` (NIC queue per ring
     queue; null: 0..queues-1), ``xdp_mode: auto|native|skb = auto``, ``bind:
-    auto|zerocopy|copy = auto``;
+    auto|zerocopy|copy = auto``, ``filter: str = null`` (pcap-filter text: the part the kernel
+    can evaluate runs in the XDP program, the rest in user space; null: every frame);
     dpdk: ``port: int = 0`` (an index into dpdk_config.ports, which must exist; the ring's
     queues must equal the port's rx_queues, and the cpus must be cores of core_mask).
   ``consumers``: list of ``name: str`` (required, unique), ``ring: str`` (required), ``handler:
@@ -291,6 +292,7 @@ class AfXdpOptions:
     queues: tuple[int, ...] | None = None
     xdp_mode: str = "auto"
     bind: str = "auto"
+    filter: str | None = None       # pcap-filter text: what the XDP program redirects
 
 
 @dataclass(frozen=True)
@@ -878,7 +880,7 @@ _PRODUCER = ("name", "kind", "ring", "cpu", "restart", "max_restarts", "options"
 _OPTIONS = {
     "synthetic": ("rate_pps", "count", "duration_s", "min_size", "max_size", "seed"),
     "replay": ("file", "pps", "speed", "topspeed", "loop", "original_timestamps"),
-    "af_xdp": ("interface", "queues", "xdp_mode", "bind"),
+    "af_xdp": ("interface", "queues", "xdp_mode", "bind", "filter"),
     "dpdk": ("port",),
 }
 _CONSUMER = ("name", "ring", "handler", "filter", "filters", "cpu", "idle", "spin_before_idle",
@@ -998,10 +1000,20 @@ def _options(kind: str, v, path: str, ring: RingConfig, dpdk: DpdkConfig | None,
                 _fail(j("queues"), f"one NIC queue per ring queue: ring {ring.name!r} has "
                                    f"{ring.queues}, the list has {len(queues)}")
             _unique_values(queues, j("queues"))
+        flt = d.get("filter")
+        if flt is not None:
+            if not isinstance(flt, str):
+                _wrong(j("filter"), "pcap-filter text", flt)
+            from parsers.filters import FilterSyntaxError
+            from parsers.pcap_filter import compile_pcap_filter
+            try:
+                compile_pcap_filter(flt)
+            except FilterSyntaxError as e:
+                _fail(j("filter"), str(e))
         return AfXdpOptions(
             interface=ifname, queues=queues,
             xdp_mode=_choice(d.get("xdp_mode", "auto"), j("xdp_mode"), XDP_MODES),
-            bind=_choice(d.get("bind", "auto"), j("bind"), XDP_BINDS))
+            bind=_choice(d.get("bind", "auto"), j("bind"), XDP_BINDS), filter=flt)
     # dpdk
     d = _mapping(v, path, keys)
     if dpdk is None:

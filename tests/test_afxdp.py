@@ -774,6 +774,44 @@ def test_yaml_af_xdp_producer_in_engine_child(ring_name, tmp_path):
         assert hp.xdp_prog_id() is None
 
 
+def test_yaml_af_xdp_filter(ring_name, tmp_path):
+    """``options: {filter: ...}`` in the YAML: only the selected frames reach the ring (the
+    rest stays with the kernel); a bad expression fails at load, naming the key."""
+    from engine import config as C
+    with HostPeer() as hp, Ring.create(ring_name, slots=1024) as ring:
+        cfg = tmp_path / "afxdp.yaml"
+        cfg.write_text(f"hugering:\n  rings:\n    - {{name: {ring_name}, slots: 1024}}\n"
+                       f"  producers:\n    - {{kind: af_xdp, ring: {ring_name}, name: nic, "
+                       f"options: {{interface: {hp.host}, xdp_mode: skb, "
+                       f"filter: 'udp and dst port 36002'}}}}\n")
+        proc = subprocess.Popen([sys.executable, "-m", "engine.child", "producer", str(cfg),
+                                 "nic", "0"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()
+            assert line.startswith("producer nic: af_xdp"), line + proc.stderr.read()
+            sent = [(36001 + i % 2, b"f%d" % i) for i in range(40)]
+            hp.send(sent)
+            deadline = time.monotonic() + 20
+            while int(ring.ctrl[L.PS_PUBLISHED]) < 20 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        n = int(ring.ctrl[L.PS_PUBLISHED])
+        got = [udp_payload(f)[1] for f, _, _ in ring_frames(ring, 0, n)]
+        assert got == [b for port, b in sent if port == 36002]
+    cfg.write_text(cfg.read_text().replace("dst port 36002", "dst port"))
+    with pytest.raises(C.ConfigError) as e:
+        C.load(cfg)
+    assert e.value.path == "hugering.producers[0].options.filter"
+
+
 # --- transmit ----------------------------------------------------------------------------------
 _RECEIVER = """
 import json, socket, sys
