@@ -442,7 +442,8 @@ def test_valid_hugering_round_trips_through_to_dict():
     book = d["hugering"]["consumers"][0]
     assert book["cpu"] == [0, 1] and book["filter"] == "udp and dst port 26400"
     assert d["hugering"]["producers"][0]["options"] == {"interface": "eth0", "queues": [0, 1],
-                                                        "xdp_mode": "skb", "bind": "auto"}
+                                                        "xdp_mode": "skb", "bind": "auto",
+                                                        "filter": None}
     full = loads(FULL)
     assert C.loads(yaml.safe_dump(full.to_dict()), source="deploy.yaml") == full
 
