@@ -34,7 +34,11 @@ def test_strategy_books_equal_the_matching_engines_books(ring_name):
     state = S.make_state(watch=(1, 2, 3, 4), max_instruments=8)
     eng = ConsumerEngine(feed, name="strategy", handler=S.on_burst, filter="udp", state=state)
     ex = Exchange(orders, feed, instruments=8)
+    ex.stop[0] = 1          # compile the exchange loop first (it returns at its first check):
+    ex.run()                # a cold compile takes longer than the ring's consumer timeout
+    ex.stop[0] = 0
     of = OrderFlow(orders, instruments=8, seed=7, per_frame=4)
+    of.run(duration=1e-9)   # the same for the order flow (publishes nothing)
     th = threading.Thread(target=ex.run, kwargs={"duration": 300})
     th.start()
     try:
