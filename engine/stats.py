@@ -121,11 +121,7 @@ CONTROL_DTYPE = _dtype(CONTROL_FIELDS, CONTROL_BYTES)
 
 
 def _w(fields, name):
-    for f, off, typ, _ in fields:
-        if f == name:
-            assert typ in ("i8", "u8") and off % 8 == 0
-            return off // 8
-    raise KeyError(name)
+    return L._word(0, fields, name)     # the ring layout's rule: 8-byte fields only
 
 
 # word indices into a block's counters (int64 view of the block) -- Numba constants

@@ -100,24 +100,10 @@ _LIB_DIGEST: str | None = None
 
 
 def cache_dir() -> Path:
-    """``$HUGERING_CACHE_DIR``, else ``$XDG_CACHE_HOME/hugering``, else ``~/.cache/hugering``;
-    a private temporary directory when none of those can be written (e.g. a read-only home)."""
-    for cand in (os.environ.get("HUGERING_CACHE_DIR"),
-                 os.path.join(os.environ["XDG_CACHE_HOME"], "hugering")
-                 if os.environ.get("XDG_CACHE_HOME") else None,
-                 os.path.join(os.path.expanduser("~"), ".cache", "hugering")):
-        if not cand:
-            continue
-        d = Path(cand) / "filters"
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            if os.access(d, os.W_OK | os.X_OK):
-                return d
-        except OSError:
-            continue
-    d = Path(tempfile.gettempdir()) / f"hugering-filters-{os.getuid()}"
-    d.mkdir(mode=0o700, exist_ok=True)
-    return d
+    """``$HUGERING_CACHE_DIR/filters`` (or under ``$XDG_CACHE_HOME/hugering``,
+    ``~/.cache/hugering``; a private temporary directory when none can be written)."""
+    from shm.numba_cache import cache_root
+    return cache_root("filters")
 
 
 def _target(t: int) -> str:

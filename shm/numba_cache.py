@@ -36,21 +36,24 @@ def source_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _root() -> Path:
+def cache_root(sub: str) -> Path:
+    """``<root>/<sub>``, created: root is ``$HUGERING_CACHE_DIR``, ``$XDG_CACHE_HOME/hugering``
+    or ``~/.cache/hugering``, the first one this user can write; else a private temporary
+    directory.  Shared by the Numba cache and the generated filter/loop modules."""
     for cand in (os.environ.get("HUGERING_CACHE_DIR"),
                  os.path.join(os.environ["XDG_CACHE_HOME"], "hugering")
                  if os.environ.get("XDG_CACHE_HOME") else None,
                  os.path.join(os.path.expanduser("~"), ".cache", "hugering")):
         if not cand:
             continue
-        d = Path(cand) / "numba"
+        d = Path(cand) / sub
         try:
             d.mkdir(parents=True, exist_ok=True)
             if os.access(d, os.W_OK | os.X_OK):
                 return d
         except OSError:
             continue
-    d = Path(tempfile.gettempdir()) / f"hugering-numba-{os.getuid()}"
+    d = Path(tempfile.gettempdir()) / f"hugering-{sub}-{os.getuid()}"
     d.mkdir(mode=0o700, exist_ok=True)
     return d
 
@@ -74,7 +77,7 @@ def configure() -> str | None:
     _DONE = True
     if os.environ.get("NUMBA_CACHE_DIR"):
         return None
-    root = _root()
+    root = cache_root("numba")
     d = root / source_digest()
     new = not d.exists()
     d.mkdir(exist_ok=True)
