@@ -45,7 +45,16 @@ dropped_full           200       8          i64   slots dropped because the ring
 evictions              208       8          i64   consumers evicted (dead pid or no progress for the timeout)
 full_waits             216       8          i64   reserve calls that found the ring full
 nic_drops              224       8          i64   drops upstream of the ring, as the source reports them
-**consumer[k]**        256+64k   64               one line per consumer, written by that consumer only
+**source_stats**       256       64               written by the producer only, about once a second
+src_packets            256       8          i64   packets the source received (NIC queue / socket), before the ring
+src_missed             264       8          i64   dropped by the NIC or socket for want of RX descriptors (imissed)
+src_errors             272       8          i64   erroneous packets reported by the NIC (ierrors)
+src_nombuf             280       8          i64   RX buffer allocation failures (rx_nombuf, fill ring empty)
+pool_size              288       8          i64   buffers in the source's pool (mempool elements, UMEM frames); 0 none
+pool_in_use            296       8          i64   buffers of that pool not free (the leak monitor watches it)
+tx_dropped             304       8          i64   frames a TX path could not send (counted, never silent)
+src_stats_ns           312       8          i64   CLOCK_REALTIME of the last refresh of this line (0 never)
+**consumer[k]**        320+64k   64               one line per consumer, written by that consumer only
 cursor                 +0        8          i64   next sequence number to read (free-running)
 state                  +8        8          i64   0 free, 1 claimed, 2 active, 3 evicted (by the producer)
 pid                    +16       8          i64   pid of the consumer process
@@ -74,7 +83,7 @@ import sys
 import numpy as np
 
 MAGIC = 0x474E495245475548  # b"HUGERING" read as a little-endian u64
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2          # 2: the source_stats line (consumers moved from 256 to 320)
 LINE = 64  # cache line; every region below starts on one
 SLOT_HEADER_BYTES = 32
 MIN_SLOT_SIZE = 64
@@ -129,7 +138,22 @@ PRODUCER_STATS_FIELDS = [
     ("full_waits", 24, "i8", "reserve calls that found the ring full"),
     ("nic_drops", 32, "i8", "drops upstream of the ring, as the source reports them"),
 ]
-CONSUMERS_OFFSET = 256
+# What the packet source itself reports (a DPDK port and its mempool, an AF_XDP socket and its
+# UMEM), refreshed by the producer about once a second: the NIC-level drops of the seed's
+# scenario A and the buffer accounting the leak monitor watches (scenario B).  Producers with no
+# such source (synthetic, replay) leave the line zero.
+SOURCE_STATS_OFFSET = 256
+SOURCE_STATS_FIELDS = [
+    ("src_packets", 0, "i8", "packets the source received (NIC queue / socket), before the ring"),
+    ("src_missed", 8, "i8", "dropped by the NIC or socket for want of RX descriptors (imissed)"),
+    ("src_errors", 16, "i8", "erroneous packets reported by the NIC (ierrors)"),
+    ("src_nombuf", 24, "i8", "RX buffer allocation failures (rx_nombuf, fill ring empty)"),
+    ("pool_size", 32, "i8", "buffers in the source's pool (mempool elements, UMEM frames); 0 none"),
+    ("pool_in_use", 40, "i8", "buffers of that pool not free (the leak monitor watches it)"),
+    ("tx_dropped", 48, "i8", "frames a TX path could not send (counted, never silent)"),
+    ("src_stats_ns", 56, "i8", "CLOCK_REALTIME of the last refresh of this line (0 never)"),
+]
+CONSUMERS_OFFSET = 320
 CONSUMER_FIELDS = [
     ("cursor", 0, "i8", "next sequence number to read (free-running)"),
     ("state", 8, "i8", "0 free, 1 claimed, 2 active, 3 evicted (by the producer)"),
@@ -157,6 +181,8 @@ REGIONS = [
      "written by the producer only; cursor alone on its line"),
     ("producer_stats", str(PRODUCER_STATS_OFFSET), PRODUCER_STATS_FIELDS, LINE,
      "written by the producer only"),
+    ("source_stats", str(SOURCE_STATS_OFFSET), SOURCE_STATS_FIELDS, LINE,
+     "written by the producer only, about once a second"),
     ("consumer[k]", f"{CONSUMERS_OFFSET}+64k", CONSUMER_FIELDS, LINE,
      "one line per consumer, written by that consumer only"),
 ]
@@ -174,6 +200,7 @@ def _dtype(fields, itemsize):
 HEADER_DTYPE = _dtype(HEADER_FIELDS, HEADER_BYTES)
 PRODUCER_DTYPE = _dtype(PRODUCER_FIELDS, LINE)
 PRODUCER_STATS_DTYPE = _dtype(PRODUCER_STATS_FIELDS, LINE)
+SOURCE_STATS_DTYPE = _dtype(SOURCE_STATS_FIELDS, LINE)
 CONSUMER_DTYPE = _dtype(CONSUMER_FIELDS, LINE)
 
 
@@ -224,6 +251,14 @@ PS_DROPPED_FULL = _word(PRODUCER_STATS_OFFSET, PRODUCER_STATS_FIELDS, "dropped_f
 PS_EVICTIONS = _word(PRODUCER_STATS_OFFSET, PRODUCER_STATS_FIELDS, "evictions")
 PS_FULL_WAITS = _word(PRODUCER_STATS_OFFSET, PRODUCER_STATS_FIELDS, "full_waits")
 PS_NIC_DROPS = _word(PRODUCER_STATS_OFFSET, PRODUCER_STATS_FIELDS, "nic_drops")
+SS_PACKETS = _word(SOURCE_STATS_OFFSET, SOURCE_STATS_FIELDS, "src_packets")
+SS_MISSED = _word(SOURCE_STATS_OFFSET, SOURCE_STATS_FIELDS, "src_missed")
+SS_ERRORS = _word(SOURCE_STATS_OFFSET, SOURCE_STATS_FIELDS, "src_errors")
+SS_NOMBUF = _word(SOURCE_STATS_OFFSET, SOURCE_STATS_FIELDS, "src_nombuf")
+SS_POOL_SIZE = _word(SOURCE_STATS_OFFSET, SOURCE_STATS_FIELDS, "pool_size")
+SS_POOL_IN_USE = _word(SOURCE_STATS_OFFSET, SOURCE_STATS_FIELDS, "pool_in_use")
+SS_TX_DROPPED = _word(SOURCE_STATS_OFFSET, SOURCE_STATS_FIELDS, "tx_dropped")
+SS_STATS_NS = _word(SOURCE_STATS_OFFSET, SOURCE_STATS_FIELDS, "src_stats_ns")
 C_BASE = CONSUMERS_OFFSET // 8
 C_WORDS = LINE // 8
 C_CURSOR = _word(0, CONSUMER_FIELDS, "cursor")
@@ -254,7 +289,8 @@ def _check() -> None:
         if pos > size:
             raise AssertionError(f"{title}: {pos} bytes do not fit in {size}")
     assert PRODUCER_OFFSET == HEADER_BYTES and PRODUCER_STATS_OFFSET == PRODUCER_OFFSET + LINE
-    assert CONSUMERS_OFFSET == PRODUCER_STATS_OFFSET + LINE
+    assert SOURCE_STATS_OFFSET == PRODUCER_STATS_OFFSET + LINE
+    assert CONSUMERS_OFFSET == SOURCE_STATS_OFFSET + LINE
     assert (S_LENS * 8, S_PORTQ * 8) == (16, 24)
     d = slot_dtype(64)
     assert d.fields["wire_len"][1] == 16 and d.fields["cap_len"][1] == 20
@@ -326,6 +362,7 @@ def c_header() -> str:
         f"#define HR_SLOT_FLAG_TRUNCATED {SLOT_FLAG_TRUNCATED}u",
         f"#define HR_PRODUCER_OFFSET {PRODUCER_OFFSET}",
         f"#define HR_PRODUCER_STATS_OFFSET {PRODUCER_STATS_OFFSET}",
+        f"#define HR_SOURCE_STATS_OFFSET {SOURCE_STATS_OFFSET}",
         f"#define HR_CONSUMERS_OFFSET {CONSUMERS_OFFSET}",
         "",
     ]
@@ -347,6 +384,7 @@ def c_header() -> str:
     struct("hr_header", HEADER_FIELDS, HEADER_BYTES)
     struct("hr_producer_line", PRODUCER_FIELDS, LINE)
     struct("hr_producer_stats", PRODUCER_STATS_FIELDS, LINE)
+    struct("hr_source_stats", SOURCE_STATS_FIELDS, LINE)
     struct("hr_consumer_line", CONSUMER_FIELDS, LINE)
     struct("hr_slot_header", SLOT_FIELDS, SLOT_HEADER_BYTES)
     out += [

@@ -215,6 +215,9 @@ class Ring:
                 "full_waits": int(self.ctrl[L.PS_FULL_WAITS]),
                 "nic_drops": int(self.ctrl[L.PS_NIC_DROPS]),
             },
+            # what the packet source reports (all zero for sources without a NIC or a pool)
+            "source": {name: int(self.ctrl[(L.SOURCE_STATS_OFFSET + off) // 8])
+                       for name, off, _, _ in L.SOURCE_STATS_FIELDS},
             "fill": (head - tail) / self.capacity if self.mode == L.MODE_LOSSLESS else None,
             "consumers": consumers,
         }

@@ -23,6 +23,7 @@ import pytest
 from engine import cli
 from shm import Ring
 from shm import backing as B
+from shm import layout as L
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def test_ring_round_trip(capsys, ring_name):
     assert rc == 0
     info = json.loads(out)
     assert (info["name"], info["capacity"], info["slot_size"]) == (ring_name, 256, 512)
-    assert (info["mode"], info["full_policy"], info["layout_version"]) == ("lossless", "drop", 1)
+    assert (info["mode"], info["full_policy"], info["layout_version"]) == ("lossless", "drop", L.LAYOUT_VERSION)
     assert info["producer"]["pid"] == 0 and info["consumers"] == [] and info["fill"] == 0
     assert info["backing"] in ("hugetlbfs", "shm") and os.path.exists(info["path"])
 

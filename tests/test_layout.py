@@ -26,6 +26,7 @@ def test_docstring_table_matches_table():
     (L.HEADER_FIELDS, L.HEADER_DTYPE),
     (L.PRODUCER_FIELDS, L.PRODUCER_DTYPE),
     (L.PRODUCER_STATS_FIELDS, L.PRODUCER_STATS_DTYPE),
+    (L.SOURCE_STATS_FIELDS, L.SOURCE_STATS_DTYPE),
     (L.CONSUMER_FIELDS, L.CONSUMER_DTYPE),
     (L.SLOT_FIELDS, L.slot_dtype(2048)),
 ])
@@ -61,6 +62,7 @@ def test_c_compiler_agrees_on_offsets(tmp_path):
     lines = ['#include <stdio.h>', '#include "hugering_layout.h"', "int main(void) {"]
     structs = [("hr_header", L.HEADER_DTYPE), ("hr_producer_line", L.PRODUCER_DTYPE),
                ("hr_producer_stats", L.PRODUCER_STATS_DTYPE),
+               ("hr_source_stats", L.SOURCE_STATS_DTYPE),
                ("hr_consumer_line", L.CONSUMER_DTYPE)]
     for cname, dt in structs:
         lines.append(f'printf("{cname} %zu\\n", sizeof({cname}));')

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 #define HR_MAGIC 0x474e495245475548ULL
-#define HR_LAYOUT_VERSION 1u
+#define HR_LAYOUT_VERSION 2u
 #define HR_LINE 64
 #define HR_SLOT_HEADER_BYTES 32
 #define HR_MIN_SLOT_SIZE 64
@@ -27,7 +27,8 @@
 #define HR_SLOT_FLAG_TRUNCATED 1u
 #define HR_PRODUCER_OFFSET 128
 #define HR_PRODUCER_STATS_OFFSET 192
-#define HR_CONSUMERS_OFFSET 256
+#define HR_SOURCE_STATS_OFFSET 256
+#define HR_CONSUMERS_OFFSET 320
 
 typedef struct __attribute__((aligned(8))) hr_header {
     uint64_t magic;                   /* +0: 0x474e495245475548, "HUGERING" in ASCII */
@@ -89,6 +90,26 @@ _Static_assert(offsetof(hr_producer_stats, dropped_full) == 8, "hr_producer_stat
 _Static_assert(offsetof(hr_producer_stats, evictions) == 16, "hr_producer_stats.evictions");
 _Static_assert(offsetof(hr_producer_stats, full_waits) == 24, "hr_producer_stats.full_waits");
 _Static_assert(offsetof(hr_producer_stats, nic_drops) == 32, "hr_producer_stats.nic_drops");
+
+typedef struct __attribute__((aligned(8))) hr_source_stats {
+    int64_t src_packets;             /* +0: packets the source received (NIC queue / socket), before the ring */
+    int64_t src_missed;              /* +8: dropped by the NIC or socket for want of RX descriptors (imissed) */
+    int64_t src_errors;              /* +16: erroneous packets reported by the NIC (ierrors) */
+    int64_t src_nombuf;              /* +24: RX buffer allocation failures (rx_nombuf, fill ring empty) */
+    int64_t pool_size;               /* +32: buffers in the source's pool (mempool elements, UMEM frames); 0 none */
+    int64_t pool_in_use;             /* +40: buffers of that pool not free (the leak monitor watches it) */
+    int64_t tx_dropped;              /* +48: frames a TX path could not send (counted, never silent) */
+    int64_t src_stats_ns;            /* +56: CLOCK_REALTIME of the last refresh of this line (0 never) */
+} hr_source_stats;
+_Static_assert(sizeof(hr_source_stats) == 64, "hr_source_stats size");
+_Static_assert(offsetof(hr_source_stats, src_packets) == 0, "hr_source_stats.src_packets");
+_Static_assert(offsetof(hr_source_stats, src_missed) == 8, "hr_source_stats.src_missed");
+_Static_assert(offsetof(hr_source_stats, src_errors) == 16, "hr_source_stats.src_errors");
+_Static_assert(offsetof(hr_source_stats, src_nombuf) == 24, "hr_source_stats.src_nombuf");
+_Static_assert(offsetof(hr_source_stats, pool_size) == 32, "hr_source_stats.pool_size");
+_Static_assert(offsetof(hr_source_stats, pool_in_use) == 40, "hr_source_stats.pool_in_use");
+_Static_assert(offsetof(hr_source_stats, tx_dropped) == 48, "hr_source_stats.tx_dropped");
+_Static_assert(offsetof(hr_source_stats, src_stats_ns) == 56, "hr_source_stats.src_stats_ns");
 
 typedef struct __attribute__((aligned(8))) hr_consumer_line {
     int64_t cursor;                  /* +0: next sequence number to read (free-running) */

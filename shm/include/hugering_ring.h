@@ -88,6 +88,15 @@
 #define HR_PS_FULL_WAITS \
     HR_WORD(HR_PRODUCER_STATS_OFFSET + offsetof(hr_producer_stats, full_waits))
 #define HR_PS_NIC_DROPS HR_WORD(HR_PRODUCER_STATS_OFFSET + offsetof(hr_producer_stats, nic_drops))
+#define HR_SS(field) HR_WORD(HR_SOURCE_STATS_OFFSET + offsetof(hr_source_stats, field))
+#define HR_SS_PACKETS HR_SS(src_packets)
+#define HR_SS_MISSED HR_SS(src_missed)
+#define HR_SS_ERRORS HR_SS(src_errors)
+#define HR_SS_NOMBUF HR_SS(src_nombuf)
+#define HR_SS_POOL_SIZE HR_SS(pool_size)
+#define HR_SS_POOL_IN_USE HR_SS(pool_in_use)
+#define HR_SS_TX_DROPPED HR_SS(tx_dropped)
+#define HR_SS_STATS_NS HR_SS(src_stats_ns)
 #define HR_C_BASE HR_WORD(HR_CONSUMERS_OFFSET)
 #define HR_C_WORDS HR_WORD(HR_LINE)
 #define HR_C_CURSOR HR_WORD(offsetof(hr_consumer_line, cursor))
@@ -587,6 +596,23 @@ static inline void hr_count_dropped(hr_producer *p, int64_t n)
 static inline void hr_set_nic_drops(hr_producer *p, int64_t total)
 {
     hr_store_relaxed(p->ctrl, HR_PS_NIC_DROPS, total);
+}
+
+/* One refresh of the source_stats line (what the NIC / mempool report), about once a second.
+ * Relaxed stores: readers (hugering stat, the leak monitor) want recent values, not a snapshot
+ * consistent with any cursor. */
+static inline void hr_set_source_stats(hr_producer *p, int64_t packets, int64_t missed,
+                                       int64_t errors, int64_t nombuf, int64_t pool_size,
+                                       int64_t pool_in_use, int64_t tx_dropped, int64_t now)
+{
+    hr_store_relaxed(p->ctrl, HR_SS_PACKETS, packets);
+    hr_store_relaxed(p->ctrl, HR_SS_MISSED, missed);
+    hr_store_relaxed(p->ctrl, HR_SS_ERRORS, errors);
+    hr_store_relaxed(p->ctrl, HR_SS_NOMBUF, nombuf);
+    hr_store_relaxed(p->ctrl, HR_SS_POOL_SIZE, pool_size);
+    hr_store_relaxed(p->ctrl, HR_SS_POOL_IN_USE, pool_in_use);
+    hr_store_relaxed(p->ctrl, HR_SS_TX_DROPPED, tx_dropped);
+    hr_store_relaxed(p->ctrl, HR_SS_STATS_NS, now);
 }
 
 /* Heartbeat while there is nothing to publish (so consumers can tell idle from dead). */
