@@ -953,12 +953,14 @@ def test_queues_of_one_interface_across_processes_share_filter_and_program(ring_
         assert hp.xdp_prog_id() is None
 
 
-def test_bench_afxdp_runs_and_reports_the_keys():
-    """tools/bench_afxdp.py --quick --json: its own namespaces, the three receivers, the
-    documented keys; nothing left behind (the numbers themselves are the program's business)."""
+@pytest.mark.parametrize("sender", ["xdp", "udp"])
+def test_bench_afxdp_runs_and_reports_the_keys(sender):
+    """tools/bench_afxdp.py --quick --json with either sender: its own namespaces, the three
+    receivers, the documented keys; nothing left behind (the numbers themselves are the
+    program's business)."""
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_afxdp.py"), "--quick",
-                          "--json", "--packets", "5000", "--repeats", "1"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=110)
+                          "--json", "--packets", "5000", "--repeats", "1", "--sender", sender],
+                         cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout)
     for k in ("offered_pps", "afxdp_pps", "afxdp_loss", "socket_pps", "socket_loss",
@@ -967,4 +969,5 @@ def test_bench_afxdp_runs_and_reports_the_keys():
     for k in ("afxdp", "socket", "afpacket"):
         assert 0 <= r[f"{k}_loss"] <= 1 and r["runs"][k][0]["sent"] == 5000
     assert r["runs"]["afxdp"][0]["received"] > 0 and r["afxdp_mode"] == "native"
+    assert r["sender"] == sender
     assert not re.search(r"\bhb\d+[rt]\b", sh("ip", "netns", "list").stdout)

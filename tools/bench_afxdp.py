@@ -1,18 +1,38 @@
 """AF_XDP ingest against Python socket loops, on the same kernel-generated UDP traffic.
 
-    python tools/bench_afxdp.py [--json] [--packets N] [--rate PPS] [--repeats R] [--quick]
+    python tools/bench_afxdp.py [--json] [--packets N] [--sender xdp|udp] [--rate PPS]
+                                [--repeats R] [--quick]
 
 Creates two network namespaces it owns (``hb<pid>r`` receives, ``hb<pid>t`` sends) joined by a
 veth pair, and for each receiver in turn (alternating, ``--repeats`` times) sends the same
-bounded burst of 64-byte UDP datagrams from the sender namespace -- a small C program using
-``sendmmsg`` (compiled with gcc into tools/reference/build), flat out or paced at ``--rate`` --
-and counts what the receiver got:
+bounded burst of 64-byte UDP datagrams from the sender namespace and counts what the receiver
+got:
 
 * ``afxdp``: ``engine.producers.afxdp.AfXdpProducer`` (native XDP, filter ``udp dst port P``
   in the kernel) into a hugering ring, its @njit loop busy-polling;
 * ``socket``: a Python ``recv_into`` loop on a bound UDP socket (4 MiB receive buffer);
 * ``afpacket``: a Python ``recv_into`` loop on an ``AF_PACKET`` raw socket on the interface,
   keeping the frames of that UDP flow.
+
+The senders (C programs in ``tools/reference``, compiled with gcc into its build folder):
+
+* ``--sender xdp`` (default): ``xdp_blast.c``, the kernel's XDP "live frames" test run
+  (``BPF_PROG_RUN`` with ``BPF_F_TEST_XDP_LIVE_FRAMES``) redirecting one prepared
+  Ethernet/IPv4/UDP frame out of the sending veth ``--packets`` times -- no socket, qdisc or
+  IP stack on the sending side, the way a traffic generator (pktgen, xdp-trafficgen, TRex)
+  loads a link.  The receiving veth gets GRO switched on (``ethtool -K``), which gives it
+  the NAPI instance frames sent this way need when no XDP program is attached (the socket
+  and AF_PACKET runs).
+* ``--sender udp``: ``udp_blast.c``, ``sendmmsg`` on a UDP socket in batches of 32, flat out
+  or paced at ``--rate``.
+
+Where the work lands (a veth has no hardware queue of its own): the receiving veth's NAPI --
+the XDP program and the copy into the UMEM for AF_XDP, the whole IPv4/UDP receive path and the
+socket queue for the other two -- runs on the *sender's* CPU, right after the sender hands a
+batch over; the receiver's own loop runs on the other CPU.  So the offered rate is the
+sender's rate *with the kernel's receive work for that receiver included*: what the kernel
+does per packet before a socket sees it slows the sender, and what a receiver cannot drain
+in time is lost.  That is the comparison the benchmark makes.
 
 Each receiver runs in the receiving namespace as a child process (``--role``) and reports
 frames received and the time between its first and last one; the rate is received frames over
@@ -21,17 +41,14 @@ and ``offered_pps`` (the sender's own rate, median over all runs).  ``--json`` p
 with ``offered_pps``, ``afxdp_pps``, ``afxdp_loss``, ``socket_pps``, ``socket_loss``,
 ``afpacket_pps``, ``afpacket_loss``, ``ratio_vs_socket`` (afxdp_pps / socket_pps) and the
 details.  Everything it creates (namespaces, veth, XDP program, ring) is removed at the end,
-also after an error or Ctrl-C.  Root only.
-
-On a 2-vCPU VM the sender's core is the ceiling: in native XDP mode the veth pair runs the XDP
-program and the copy into the UMEM on the sender's cpu, so AF_XDP's offered rate is lower than
-the socket runs' -- compare the loss columns as much as the rates.
+also after an error or Ctrl-C.  Root only; the xdp sender also needs ``ethtool``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -46,68 +63,9 @@ from tools import bench_common as bc  # noqa: E402
 
 PORT = 39001
 PAYLOAD = 22                 # 64-byte frames: 14 + 20 + 8 + 22
+REFERENCE = Path(__file__).resolve().parent / "reference"
+SENDERS = {"xdp": REFERENCE / "xdp_blast.c", "udp": REFERENCE / "udp_blast.c"}
 
-SENDER_C = r"""
-// udp_blast DST PORT COUNT PAYLOAD PPS: COUNT datagrams, sendmmsg in batches of 32, paced to
-// PPS (0: flat out).  Prints "sent N elapsed_ns T".
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-
-static int64_t now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int main(int argc, char **argv) {
-    if (argc != 6) { fprintf(stderr, "usage: udp_blast DST PORT COUNT PAYLOAD PPS\n"); return 2; }
-    long count = atol(argv[3]), size = atol(argv[4]);
-    double pps = atof(argv[5]);
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-    inet_pton(AF_INET, argv[1], &dst.sin_addr);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0) { perror("socket"); return 1; }
-    int sndbuf = 4 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-    enum { B = 32 };
-    static char buf[B][2048];
-    struct iovec iov[B];
-    struct mmsghdr msg[B];
-    memset(msg, 0, sizeof msg);
-    for (int i = 0; i < B; i++) {
-        iov[i].iov_base = buf[i]; iov[i].iov_len = size;
-        msg[i].msg_hdr.msg_iov = &iov[i]; msg[i].msg_hdr.msg_iovlen = 1;
-    }
-    long sent = 0;
-    int64_t t0 = now();
-    while (sent < count) {
-        int n = count - sent < B ? (int)(count - sent) : B;
-        if (pps > 0) {
-            int64_t due = t0 + (int64_t)((sent + n) * 1e9 / pps);
-            while (now() < due) ;
-        }
-        for (int i = 0; i < n; i++) { uint64_t s = sent + i; memcpy(buf[i], &s, 8); }
-        int r = sendmmsg(fd, msg, n, 0);
-        if (r < 0) {
-            // ENOBUFS/EAGAIN: the queue is full; ECONNREFUSED: an ICMP port unreachable came
-            // back on this connected socket (the AF_PACKET run has no UDP listener) -- retry
-            if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED) continue;
-            perror("sendmmsg"); return 1;
-        }
-        sent += r;
-    }
-    printf("sent %ld elapsed_ns %lld\n", sent, (long long)(now() - t0));
-    return 0;
-}
-"""
 
 
 def sh(*argv, check=True, timeout=30):
@@ -121,7 +79,8 @@ def sh(*argv, check=True, timeout=30):
 class Pair:
     """Namespaces ``rx``/``tx`` and a veth between them (10.199.<pid>.1 receives)."""
 
-    def __init__(self):
+    def __init__(self, gro: bool = False):
+        self.gro = gro
         pid = os.getpid()
         self.rx, self.tx = f"hb{pid}r", f"hb{pid}t"
         self.rx_if, self.tx_if = f"hb{pid}r0", f"hb{pid}t0"
@@ -138,7 +97,13 @@ class Pair:
                                 (self.tx, self.tx_if, self.tx_ip)):
                 sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
                 sh("ip", "-n", ns, "link", "set", dev, "up")
+            if self.gro:                # NAPI on the receiving veth for XDP-sent frames
+                sh("ip", "netns", "exec", self.rx, "ethtool", "-K", self.rx_if, "gro", "on")
             sh("ip", "netns", "exec", self.tx, "ping", "-c", "1", "-W", "2", self.rx_ip)
+            self.rx_mac, self.tx_mac = (json.loads(sh("ip", "-n", ns, "-j", "link", "show",
+                                                      dev).stdout)[0]["address"]
+                                        for ns, dev in ((self.rx, self.rx_if),
+                                                        (self.tx, self.tx_if)))
         except BaseException:
             self.close()
             raise
@@ -247,8 +212,13 @@ def measure(pair: Pair, kind: str, sender: Path, args) -> dict:
             raise bc.BenchError(f"{kind} receiver did not start: {line}{rx.stderr.read()}")
         mode = line[6:].strip()
         time.sleep(0.1)
-        out = sh("ip", "netns", "exec", pair.tx, sender, pair.rx_ip, PORT, args.packets, PAYLOAD,
-                 args.rate or 0, timeout=args.timeout + 60).stdout.split()
+        if args.sender == "xdp":
+            argv = [sender, pair.tx_if, args.packets, pair.rx_mac, pair.tx_mac, pair.tx_ip,
+                    pair.rx_ip, PORT, PAYLOAD + 42]
+        else:
+            argv = [sender, pair.rx_ip, PORT, args.packets, PAYLOAD, args.rate or 0]
+        out = sh("ip", "netns", "exec", pair.tx, *argv,
+                 timeout=args.timeout + 60).stdout.split()
         sent, elapsed = int(out[1]), int(out[3]) / 1e9
         res, err = rx.communicate(timeout=args.timeout + 60)
         if rx.returncode != 0:
@@ -272,7 +242,11 @@ def measure(pair: Pair, kind: str, sender: Path, args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=300_000, help="datagrams per run")
-    ap.add_argument("--rate", type=float, default=0, help="offered packets/s (0: flat out)")
+    ap.add_argument("--sender", choices=tuple(SENDERS), default="xdp",
+                    help="xdp: the kernel's XDP live-frames generator (default); udp: sendmmsg "
+                         "on a UDP socket")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="offered packets/s for --sender udp (0: flat out)")
     ap.add_argument("--mode", choices=("native", "skb"), default="native",
                     help="XDP mode of the AF_XDP receiver (default native)")
     ap.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -292,15 +266,20 @@ def main(argv=None) -> int:
     if args.quick:
         args.packets = min(args.packets, 30_000)
     n_rep = bc.repeats(args)
-    src = bc.BUILD_DIR / "afxdp_udp_blast.c"
-    bc.BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    if not src.exists() or src.read_text() != SENDER_C:
-        src.write_text(SENDER_C)
-    sender = bc.compile_c(src, name="afxdp_udp_blast")
+    if args.rate and args.sender != "udp":
+        print("bench_afxdp: --rate paces the udp sender only (--sender udp)", file=sys.stderr)
+        return 2
+    if args.sender == "xdp" and not shutil.which("ethtool"):
+        print("bench_afxdp: --sender xdp needs ethtool (Debian package ethtool)",
+              file=sys.stderr)
+        return 1
+    sender = bc.compile_c(SENDERS[args.sender], include_dirs=(),
+                          libs=("-lbpf",) if args.sender == "xdp" else ())
     kinds = ("afxdp", "socket", "afpacket")
-    with Pair() as pair:
+    with Pair(gro=args.sender == "xdp") as pair:
         bc.progress(f"veth {pair.rx_if} <- {pair.tx_if}: {args.packets:,} datagrams of "
-                    f"{PAYLOAD + 42} B per run, {'flat out' if not args.rate else args.rate}")
+                    f"{PAYLOAD + 42} B per run from the {args.sender} sender, "
+                    f"{'flat out' if not args.rate else args.rate}")
         runs = bc.run_alternating({k: (lambda r, k=k: measure(pair, k, sender, args))
                                    for k in kinds}, n_rep)
     med = {k: {m: bc.summarize(r[m] for r in runs[k])["median"]
@@ -314,7 +293,8 @@ def main(argv=None) -> int:
         "ratio_vs_socket": (med["afxdp"]["pps"] / med["socket"]["pps"]
                             if med["socket"]["pps"] else None),
         "offered_pps_by_receiver": {k: med[k]["offered_pps"] for k in kinds},
-        "packets": args.packets, "rate": args.rate or None, "repeats": n_rep,
+        "packets": args.packets, "sender": args.sender, "rate": args.rate or None,
+        "repeats": n_rep,
         "frame_bytes": PAYLOAD + 42, "afxdp_mode": runs["afxdp"][0].get("mode"),
         "runs": runs, "machine": bc.machine_info(),
     }
