@@ -48,8 +48,10 @@ Top level: ``dpdk_config`` and/or ``hugering`` (at least one).
   unquoted number is read as one node).  Two more EAL options are accepted because running
   more than one DPDK process on a host needs them: ``main_lcore: int`` (``--main-lcore``, one of
   core_mask's cores) and ``file_prefix: str`` (``--file-prefix``).  Nothing else.
-  ``ports``: list of ``device_id: str`` (required; PCI address ``DDDD:BB:DD.F`` or ``BB:DD.F``,
-  stored as ``DDDD:BB:DD.F`` in lower case), ``rx_queues: int 1..1024 = 1``, ``tx_queues: int
+  ``ports``: list of ``device_id: str`` (required; a PCI address ``DDDD:BB:DD.F`` or ``BB:DD.F``
+  for a NIC bound to vfio-pci, stored as ``DDDD:BB:DD.F`` in lower case, or a DPDK vdev string
+  ``net_NAME[,key=value...]`` -- ``net_pcap0,rx_pcap=FILE``, ``net_af_packet0,iface=IF``,
+  ``net_af_xdp0,iface=IF``, ``net_null0`` -- for everything else), ``rx_queues: int 1..1024 = 1``, ``tx_queues: int
   0..1024 = 1`` (RTE_MAX_QUEUES_PER_PORT), ``ring_descriptor_size: int = 1024`` (a power of two,
   64..32768: ethdev takes a uint16 count and each PMD publishes its own ``rx_desc_lim`` --
   ixgbe 32..4096, i40e/ice 64..4096, mlx5 up to 32768 -- which the PMD enforces at queue setup),
@@ -61,7 +63,9 @@ Top level: ``dpdk_config`` and/or ``hugering`` (at least one).
   RTE_MBUF_DEFAULT_BUF_SIZE).
   Cross-checks: every pool holds a frame of the largest port MTU (element_size - 128 >= mtu +
   14 + 4 + 4); the pools together hold at least the ports' RX descriptors (DPDK fills each
-  with an mbuf when a port starts); device ids are unique; ports need a pool.
+  with an mbuf when a port starts); device ids (the vdev name for a vdev) are unique; ports need a
+  pool.  Port ``i`` takes its mbufs from ``buffer_pools[i % len(buffer_pools)]`` (one pool: all
+  ports share it).
 
 ``hugering``
   ``rings``: list of ``name: str`` (required, unique; ``shm.backing.validate_name``),
@@ -88,7 +92,9 @@ Top level: ``dpdk_config`` and/or ``hugering`` (at least one).
     auto|zerocopy|copy = auto``, ``filter: str = null`` (pcap-filter text: the part the kernel
     can evaluate runs in the XDP program, the rest in user space; null: every frame);
     dpdk: ``port: int = 0`` (an index into dpdk_config.ports, which must exist; the ring's
-    queues must equal the port's rx_queues, and the cpus must be cores of core_mask).
+    queues must equal the port's rx_queues, and the cpus must be cores of core_mask; they are
+    the port's lcores, one per RX queue), ``tx_ring: str = null`` (a lossless ring of this file
+    whose frames the producer transmits on the port's TX queue 0).
   ``consumers``: list of ``name: str`` (required, unique), ``ring: str`` (required), ``handler:
   "package.module:function" = null`` (null: count only; syntax checked here, imported at
   start), ``filter: str = null`` (pcap-filter text, compiled at load) or ``filters: [rule, ...]
@@ -138,6 +144,8 @@ XDP_MODES = ("auto", "native", "skb")
 XDP_BINDS = ("auto", "zerocopy", "copy")
 
 _PCI_RE = re.compile(r"(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([01][0-9a-fA-F])\.([0-7])")
+# a DPDK virtual device: an ethdev driver's name and instance, then its devargs
+_VDEV_RE = re.compile(r"(net_[A-Za-z0-9_]+)((?:,[A-Za-z0-9_]+=[^,\s]+)*)")
 _HANDLER_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _IFNAME_RE = re.compile(r"[^/\s:]{1,15}")         # IFNAMSIZ - 1, no '/', ':' or whitespace
@@ -210,11 +218,27 @@ class EalArguments:
 
 @dataclass(frozen=True)
 class PortConfig:
-    device_id: str                  # DDDD:BB:DD.F, lower case
+    device_id: str                  # DDDD:BB:DD.F, lower case, or a vdev string as written
     rx_queues: int = 1
     tx_queues: int = 1
     ring_descriptor_size: int = 1024
     mtu: int = 1500
+
+    @property
+    def is_vdev(self) -> bool:
+        return self.device_id.startswith("net_")
+
+    @property
+    def device_name(self) -> str:
+        """The name EAL gives the port: the PCI address, or the vdev's name before its args."""
+        return self.device_id.split(",", 1)[0]
+
+    @property
+    def vdev_args(self) -> dict:
+        """``{key: value}`` of a vdev string's devargs (empty for a PCI address)."""
+        if not self.is_vdev:
+            return {}
+        return dict(kv.split("=", 1) for kv in self.device_id.split(",")[1:])
 
     @property
     def max_frame(self) -> int:
@@ -298,6 +322,7 @@ class AfXdpOptions:
 @dataclass(frozen=True)
 class DpdkOptions:
     port: int = 0
+    tx_ring: str | None = None      # a lossless ring of the file, transmitted on TX queue 0
 
 
 ProducerOptions = SyntheticOptions | ReplayOptions | AfXdpOptions | DpdkOptions
@@ -794,13 +819,21 @@ def _eal(v, path: str) -> EalArguments:
                         socket_mem=sm, main_lcore=main, file_prefix=prefix)
 
 
-def _pci(v, path: str) -> str:
+def _device(v, path: str) -> str:
     if not isinstance(v, str):
-        _wrong(path, 'a PCI address like "0000:04:00.0"', v)
-    m = _PCI_RE.fullmatch(v.strip())
+        _wrong(path, 'a PCI address like "0000:04:00.0" or a vdev like "net_null0"', v)
+    t = v.strip()
+    if t.startswith("net_"):
+        if not _VDEV_RE.fullmatch(t):
+            _fail(path, f"expected a DPDK vdev string net_NAME[,key=value...] like "
+                        f"\"net_pcap0,rx_pcap=FILE\" (no spaces; values without commas), "
+                        f"got {v!r}")
+        return t
+    m = _PCI_RE.fullmatch(t)
     if not m:
         _fail(path, f"expected a PCI address DDDD:BB:DD.F or BB:DD.F (hex; device 00-1f, "
-                    f"function 0-7) like \"0000:04:00.0\", got {v!r}")
+                    f"function 0-7) like \"0000:04:00.0\", or a DPDK vdev string like "
+                    f"\"net_pcap0,rx_pcap=FILE\", got {v!r}")
     dom, bus, dev, fn = m.groups()
     return f"{(dom or '0000').lower()}:{bus.lower()}:{dev.lower()}.{fn}"
 
@@ -808,7 +841,7 @@ def _pci(v, path: str) -> str:
 def _port(v, path: str) -> PortConfig:
     d = _mapping(v, path, _PORT, required=("device_id",))
     return PortConfig(
-        device_id=_pci(d["device_id"], _join(path, "device_id")),
+        device_id=_device(d["device_id"], _join(path, "device_id")),
         rx_queues=_int(d.get("rx_queues", 1), _join(path, "rx_queues"), 1,
                        RTE_MAX_QUEUES_PER_PORT),
         tx_queues=_int(d.get("tx_queues", 1), _join(path, "tx_queues"), 0,
@@ -840,7 +873,7 @@ def _dpdk(v, path: str) -> DpdkConfig:
     bp = _join(path, "buffer_pools")
     pools = tuple(_pool(p, _join(bp, i))
                   for i, p in enumerate(_list(d.get("buffer_pools"), bp)))
-    _unique([p.device_id for p in ports], pp, "device_id")
+    _unique([p.device_name for p in ports], pp, "device_id")
     _unique([p.pool_name for p in pools], bp, "pool_name")
     if ports:
         if not pools:
@@ -881,7 +914,7 @@ _OPTIONS = {
     "synthetic": ("rate_pps", "count", "duration_s", "min_size", "max_size", "seed"),
     "replay": ("file", "pps", "speed", "topspeed", "loop", "original_timestamps"),
     "af_xdp": ("interface", "queues", "xdp_mode", "bind", "filter"),
-    "dpdk": ("port",),
+    "dpdk": ("port", "tx_ring"),
 }
 _CONSUMER = ("name", "ring", "handler", "filter", "filters", "cpu", "idle", "spin_before_idle",
              "max_sleep_us", "burst", "state_size", "count", "duration_s", "realtime",
@@ -1027,7 +1060,11 @@ def _options(kind: str, v, path: str, ring: RingConfig, dpdk: DpdkConfig | None,
         _fail(j("port"), f"port {port} ({dpdk.ports[port].device_id}) has "
                          f"{dpdk.ports[port].rx_queues} RX queues and ring {ring.name!r} has "
                          f"{ring.queues}: one ring queue per RX queue")
-    return DpdkOptions(port=port)
+    tx = _str(d.get("tx_ring"), j("tx_ring"), nullable=True, what="the name of a ring")
+    if tx is not None and dpdk.ports[port].tx_queues == 0:
+        _fail(j("tx_ring"), f"port {port} ({dpdk.ports[port].device_id}) has tx_queues: 0; "
+                            "transmitting needs at least one TX queue")
+    return DpdkOptions(port=port, tx_ring=tx)
 
 
 def _unique_values(values, path: str) -> None:
@@ -1158,6 +1195,17 @@ def _hugering(v, path: str, dpdk: DpdkConfig | None) -> HugeringConfig:
                   f"ring {p.ring!r} already has a producer ({pp}[{fed[p.ring]}]): a ring has "
                   "a single producer")
         fed[p.ring] = i
+    for i, p in enumerate(producers):
+        tx = getattr(p.options, "tx_ring", None)
+        if tx is None:
+            continue
+        tp = _join(_join(_join(pp, i), "options"), "tx_ring")
+        txr = _ring_ref(tx, tp, by_name)
+        if txr.mode != "lossless" or txr.queues != 1:
+            _fail(tp, f"ring {tx!r} is {txr.mode} with {txr.queues} queue(s); a TX ring must be "
+                      "lossless (frames wait for the NIC, they are not lapped) with one queue")
+        if tx == p.ring:
+            _fail(tp, f"ring {tx!r} is the producer's own RX ring")
 
     cp = _join(path, "consumers")
     consumers = tuple(_consumer(c, _join(cp, i), by_name)
@@ -1203,6 +1251,18 @@ def advice(cfg: Config) -> list[str]:
                 say(f"dpdk_config.buffer_pools[{i}].element_count",
                     f"{n} is not 2^n - 1; DPDK's mempool (a power-of-two ring) is sized best at "
                     f"2^n - 1, e.g. {best} or {2 * best + 1}")
+        cores = cfg.dpdk.eal_arguments.cores
+        queues = sum(p.rx_queues for p in cfg.dpdk.ports)
+        mp = "dpdk_config.eal_arguments.core_mask"
+        if queues and len(cores) < queues:
+            say(mp, f"{len(cores)} core{'s' * (len(cores) != 1)} ({_fmt_cpus(cores)}) for "
+                    f"{queues} RX queues: each lcore polls {-(-queues // len(cores))} queues in "
+                    "turn; one core per RX queue is what scales")
+        elif queues and len(cores) > queues:
+            say(mp, f"{len(cores)} cores ({_fmt_cpus(cores)}) for {queues} RX queue"
+                    f"{'s' * (queues != 1)}: the DPDK producer polls one queue per lcore, "
+                    f"{len(cores) - queues} lcore{'s' * (len(cores) - queues != 1)} will have "
+                    "nothing to poll (they sleep)")
     if cfg.hugering is not None:
         h = cfg.hugering
         lcores = set(cfg.dpdk.eal_arguments.cores) if cfg.dpdk is not None else set()
@@ -1351,9 +1411,21 @@ def _machine(cfg: Config) -> list[tuple[str, str]]:
                 demand[page] = total
         for i, p in enumerate(cfg.dpdk.ports):
             path = f"dpdk_config.ports[{i}].device_id"
+            if p.is_vdev:
+                out += [(path, m) for m in _vdev_problems(p, cfg)]
+                continue
             dev = SYS_PCI / p.device_id
             if not dev.exists():
                 out.append((path, f"no PCI device {p.device_id} on this machine ({dev})"))
+                continue
+            try:
+                driver = (dev / "driver").resolve().name if (dev / "driver").exists() else None
+            except OSError:
+                driver = None
+            if driver not in DPDK_PCI_DRIVERS:
+                now = f"is bound to the kernel driver {driver}" if driver else "has no driver"
+                out.append((path, f"{p.device_id} {now}; DPDK needs it bound to vfio-pci "
+                                  f"(dpdk-devbind.py --bind=vfio-pci {p.device_id})"))
                 continue
             try:
                 node = int((dev / "numa_node").read_text())
@@ -1363,6 +1435,14 @@ def _machine(cfg: Config) -> list[tuple[str, str]]:
             if node >= 0 and sm is not None and (node >= len(sm) or sm[node] == 0):
                 out.append((path, f"{p.device_id} sits on NUMA node {node} but "
                                   f"{ep}.socket_mem gives that node no memory"))
+
+        if page is not None and cfg.dpdk.ports:
+            need = pool_memory_bytes(cfg.dpdk)
+            free = _free_pages(page)
+            if free is not None and need > free * page:
+                out.append((f"dpdk_config.buffer_pools", f"the pools need about "
+                            f"{need >> 20} MB and {eal.hugepages_mount} has {free} free huge "
+                            f"pages of {_size(page)} ({free * page >> 20} MB){NO_HUGE_FALLBACK}"))
 
     if cfg.hugering is not None:
         h = cfg.hugering
@@ -1437,18 +1517,56 @@ def _machine(cfg: Config) -> list[tuple[str, str]]:
 
 # ``backing: auto`` without usable huge pages is not a problem: the ring goes to POSIX shared
 # memory, as documented.  Those lines end with this text; ``check`` shows them as advice and
-# ``require_machine`` does not refuse on them.
+# ``require_machine`` does not refuse on them.  DPDK pools larger than the free huge pages are
+# the same kind of line: the producer runs EAL on ordinary pages (engine/producers/dpdk.py).
 AUTO_FALLBACK = " (backing auto: it would fall back to POSIX shared memory)"
+NO_HUGE_FALLBACK = (": the DPDK producer would run EAL without huge pages (--no-huge -m), "
+                    "socket_mem unused")
+_FALLBACKS = (AUTO_FALLBACK, NO_HUGE_FALLBACK)
+
+# PCI drivers a DPDK PMD can drive a NIC through (mlx4/mlx5 are bifurcated: the kernel driver
+# stays bound)
+DPDK_PCI_DRIVERS = ("vfio-pci", "uio_pci_generic", "igb_uio", "mlx5_core", "mlx4_core")
+
+
+def pool_memory_bytes(dpdk: DpdkConfig) -> int:
+    """About what EAL must hold for the buffer pools: per element the mbuf header (128 B),
+    the data room and the mempool object header (64 B), a cache line for DPDK's
+    memory-channel spreading, the pool's ring of pointers; plus 32 MB for EAL and ethdev."""
+    total = 32 << 20
+    for b in dpdk.buffer_pools:
+        obj = -(-(128 + b.element_size + 64) // 64) * 64 + 64
+        ring = 1 << (b.element_count + 1).bit_length()
+        total += b.element_count * obj + 8 * ring
+    return total
+
+
+def _vdev_problems(p: PortConfig, cfg: Config) -> list[str]:
+    """What a vdev string names that this machine lacks: a pcap file to read, an interface."""
+    out = []
+    args = p.vdev_args
+    for key in ("rx_pcap",):
+        if key in args:
+            f = cfg.resolve(args[key])
+            if not f.is_file():
+                out.append(f"{p.device_name}: {key}={args[key]}: no such file ({f})")
+            elif not os.access(f, os.R_OK):
+                out.append(f"{p.device_name}: {key}={args[key]}: this user may not read it")
+    for key in ("iface", "rx_iface", "rx_iface_in", "tx_iface"):
+        if key in args and not (SYS_NET / args[key]).exists():
+            out.append(f"{p.device_name}: {key}={args[key]}: no such network interface")
+    return out
 
 
 def _hard_problems(cfg: Config) -> list[tuple[str, str]]:
-    return [(p, m) for p, m in _machine(cfg) if not m.endswith(AUTO_FALLBACK)]
+    return [(p, m) for p, m in _machine(cfg) if not m.endswith(_FALLBACKS)]
 
 
 def fallbacks(cfg: Config) -> list[str]:
-    """The rings with ``backing: auto`` that will land in POSIX shared memory here."""
+    """The rings with ``backing: auto`` that will land in POSIX shared memory here, and DPDK
+    pools that will not fit in the free huge pages."""
     return [str(ConfigError(p, m, cfg.source)) for p, m in _machine(cfg)
-            if m.endswith(AUTO_FALLBACK)]
+            if m.endswith(_FALLBACKS)]
 
 
 def machine_problems(cfg: Config) -> list[str]:

@@ -134,7 +134,10 @@ def test_seed_block_loads_as_written():
                               "--socket-mem", "4096,4096"]
     assert cfg.dpdk.ports == (C.PortConfig("0000:04:00.0", 2, 2, 1024, 1500),)
     assert cfg.dpdk.buffer_pools == (C.BufferPool("packet_mempool", 262143, 2048),)
-    assert C.advice(cfg) == []                     # 262143 = 2^18 - 1: no mempool advice
+    # 262143 = 2^18 - 1: no mempool advice; 6 lcores for 2 RX queues: 4 with nothing to poll
+    assert C.advice(cfg) == [f"{SEED}: dpdk_config.eal_arguments.core_mask: 6 cores (2-7) for 2 "
+                             "RX queues: the DPDK producer polls one queue per lcore, 4 lcores "
+                             "will have nothing to poll (they sleep)"]
 
 
 def test_check_accepts_seed_with_machine_warnings(capsys):
@@ -343,6 +346,31 @@ BROKEN = [
     ("hugetlbfs with shm backing",
      hugering(rings=[(0, "hugetlbfs", "/dev/hugepages")]),
      "hugering.rings[0].hugetlbfs", ["only used with backing: hugetlbfs (backing is 'shm')"]),
+    ("vdev devargs without a value",
+     seed_with('"0000:04:00.0"', '"net_pcap0,rx_pcap"'),
+     "dpdk_config.ports[0].device_id",
+     ["expected a DPDK vdev string net_NAME[,key=value...]", "got 'net_pcap0,rx_pcap'"]),
+    ("neither PCI nor vdev",
+     seed_with('"0000:04:00.0"', '"eth0"'),
+     "dpdk_config.ports[0].device_id",
+     ["or a DPDK vdev string like \"net_pcap0,rx_pcap=FILE\", got 'eth0'"]),
+    ("two ports on one vdev name",
+     SEED_TEXT.replace('"0000:04:00.0"', '"net_null0"').replace(
+         "  buffer_pools:", '    - {device_id: "net_null0,size=128"}\n  buffer_pools:'),
+     "dpdk_config.ports[1].device_id",
+     ["duplicate device_id 'net_null0' (also dpdk_config.ports[0])"]),
+    ("dpdk TX ring that does not exist",
+     FULL.replace("options: {port: 0}", "options: {port: 0, tx_ring: out}"),
+     "hugering.producers[0].options.tx_ring", ["no ring named 'out'"]),
+    ("dpdk TX ring that is lossy",
+     FULL.replace("options: {port: 0}", "options: {port: 0, tx_ring: out}").replace(
+         "  producers:", "    - {name: out, mode: lossy, backing: shm}\n  producers:"),
+     "hugering.producers[0].options.tx_ring",
+     ["ring 'out' is lossy with 1 queue(s); a TX ring must be lossless"]),
+    ("dpdk TX ring on a port without TX queues",
+     FULL.replace("options: {port: 0}", "options: {port: 0, tx_ring: out}").replace(
+         "tx_queues: 2", "tx_queues: 0"),
+     "hugering.producers[0].options.tx_ring", ["has tx_queues: 0"]),
 ]
 
 
@@ -470,9 +498,14 @@ def test_ring_names_per_queue():
 
 def test_advice():
     cfg = loads(seed_with("element_count: 262143", "element_count: 262144"))
-    assert C.advice(cfg) == [
+    assert C.advice(cfg)[0] == (
         "deploy.yaml: dpdk_config.buffer_pools[0].element_count: 262144 is not 2^n - 1; "
-        "DPDK's mempool (a power-of-two ring) is sized best at 2^n - 1, e.g. 262143 or 524287"]
+        "DPDK's mempool (a power-of-two ring) is sized best at 2^n - 1, e.g. 262143 or 524287")
+    one_core = loads(seed_with('"0xFC"', '"0x4"'))
+    assert C.advice(one_core) == [
+        "deploy.yaml: dpdk_config.eal_arguments.core_mask: 1 core (2) for 2 RX queues: each "
+        "lcore polls 2 queues in turn; one core per RX queue is what scales"]
+    assert C.advice(loads(seed_with('"0xFC"', '"0xC"'))) == []      # 2 cores, 2 queues
     full = loads(FULL.replace("{name: c, ring: md, cpu: 1}", "{name: c, ring: md, cpu: 3}"))
     lines = C.advice(full)
     assert any(line.startswith("deploy.yaml: hugering.consumers[0].cpu: cpu 3 is also a DPDK "
@@ -543,3 +576,67 @@ def test_check_prints_machine_problems_as_warnings(capsys, tmp_path):
     lines = err.strip().splitlines()
     assert all(line.startswith(f"hugering: warning: {f}: ") for line in lines), err
     assert any("hugering.consumers[0].cpu: cpu 999" in line for line in lines)
+
+
+# --- DPDK virtual devices and the DPDK producer's machine checks ---------------------------------
+def test_vdev_device_ids_load_as_written():
+    cfg = loads(seed_with('"0000:04:00.0"', '"net_pcap0,rx_pcap=cap.pcap,infinite_rx=1"'))
+    p = cfg.dpdk.ports[0]
+    assert p.device_id == "net_pcap0,rx_pcap=cap.pcap,infinite_rx=1" and p.is_vdev
+    assert p.device_name == "net_pcap0"
+    assert p.vdev_args == {"rx_pcap": "cap.pcap", "infinite_rx": "1"}
+    pci = loads(SEED_TEXT).dpdk.ports[0]
+    assert not pci.is_vdev and pci.device_name == "0000:04:00.0" and pci.vdev_args == {}
+    opts = loads(FULL.replace("options: {port: 0}", "options: {port: 0, tx_ring: out}").replace(
+        "  producers:", "    - {name: out, backing: shm}\n  producers:"))
+    assert opts.hugering.producers[0].options == C.DpdkOptions(port=0, tx_ring="out")
+
+
+def test_vdev_machine_problems(tmp_path):
+    f = tmp_path / "deploy.yaml"
+    f.write_text(seed_with('"0000:04:00.0"', '"net_pcap0,rx_pcap=cap.pcap"'))
+    probs = [p for p in C.machine_problems(C.load(f)) if ".device_id" in p]
+    assert probs == [f"{f}: dpdk_config.ports[0].device_id: net_pcap0: rx_pcap=cap.pcap: no such "
+                     f"file ({tmp_path / 'cap.pcap'})"]
+    (tmp_path / "cap.pcap").write_bytes(b"")            # relative to the file's folder
+    assert not any(".device_id" in p for p in C.machine_problems(C.load(f)))
+    f.write_text(seed_with('"0000:04:00.0"', '"net_af_packet0,iface=nosuchif0"'))
+    assert [p for p in C.machine_problems(C.load(f)) if ".device_id" in p] == [
+        f"{f}: dpdk_config.ports[0].device_id: net_af_packet0: iface=nosuchif0: no such network "
+        "interface"]
+
+
+def test_pci_device_bound_to_a_kernel_driver_is_a_problem(tmp_path):
+    """A PCI device this machine has (any) is refused unless a DPDK-capable driver holds it."""
+    devices = sorted(C.SYS_PCI.iterdir()) if C.SYS_PCI.is_dir() else []
+    bound = [d for d in devices if (d / "driver").exists()
+             and (d / "driver").resolve().name not in C.DPDK_PCI_DRIVERS]
+    if not bound:                   # a machine without PCI (microVM): the absent-device line
+        cfg = loads(seed_with('"0000:04:00.0"', '"0000:7f:1f.7"'))
+        assert any("dpdk_config.ports[0].device_id: no PCI device 0000:7f:1f.7" in p
+                   for p in C.machine_problems(cfg))
+        return
+    dev = bound[0]
+    drv = (dev / "driver").resolve().name
+    cfg = loads(seed_with('"0000:04:00.0"', f'"{dev.name}"'))
+    assert f"deploy.yaml: dpdk_config.ports[0].device_id: {dev.name} is bound to the kernel " \
+           f"driver {drv}; DPDK needs it bound to vfio-pci (dpdk-devbind.py --bind=vfio-pci " \
+           f"{dev.name})" in C.machine_problems(cfg)
+
+
+def test_pools_larger_than_the_free_huge_pages_are_a_fallback_not_a_problem():
+    from shm.backing import mount_page_size
+    page = mount_page_size("/dev/hugepages")
+    if page is None:
+        pytest.skip("needs hugetlbfs at /dev/hugepages")
+    free = C._free_pages(page)
+    count = 2 ** ((free * page // 2240).bit_length() + 1) - 1     # more than the free pages
+    cfg = loads(seed_with("element_count: 262143", f"element_count: {count}"))
+    need = C.pool_memory_bytes(cfg.dpdk)
+    assert need > free * page
+    line = [x for x in C.fallbacks(cfg) if "dpdk_config.buffer_pools:" in x]
+    assert len(line) == 1 and line[0].endswith(C.NO_HUGE_FALLBACK), C.fallbacks(cfg)
+    assert f"the pools need about {need >> 20} MB" in line[0]
+    assert not any("buffer_pools" in p for p in C.machine_problems(cfg))
+    small = loads(seed_with("element_count: 262143", "element_count: 4095"))
+    assert not any("buffer_pools" in x for x in C.fallbacks(small))
