@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench header clean bpf
+.PHONY: demo test bench header clean bpf dpdk
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ bpf: $(BPF_OBJ)
 $(BPF_OBJ): $(BPF_SRC)
 	clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c $< -o $@
 
+# the DPDK producer, engine/producers/dpdk/ (meson + ninja against Debian's libdpdk-dev 22.11;
+# engine/producers/dpdk.py also builds it on first use, and says which packages are missing)
+dpdk: $(STAMP)
+	$(PY) -m engine.producers.dpdk --build
+
 header: $(STAMP)
 	$(PY) -m shm.layout --write-header
 
 clean:
-	rm -rf $(VENV) build *.egg-info tools/reference/build $(BPF_OBJ)
+	rm -rf $(VENV) build *.egg-info tools/reference/build $(BPF_OBJ) engine/producers/dpdk/build
