@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import hashlib
 import itertools
 import json
 import os
@@ -51,6 +52,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,7 +83,6 @@ class DpdkError(RuntimeError):
 def _build_dir() -> Path:
     if os.access(SRC_DIR, os.W_OK):
         return SRC_DIR / "build"
-    import hashlib
     tag = hashlib.sha256(str(SRC_DIR).encode()).hexdigest()[:12]
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hugering" / \
         f"dpdk-build-{tag}"
@@ -108,7 +109,9 @@ def program_path() -> Path:
         return exe                         # built elsewhere (make dpdk), tools gone since
     _require_tools()
     bd.parent.mkdir(parents=True, exist_ok=True)
-    with open(bd.parent / f".{bd.name}.lock", "w") as lock:
+    tag = hashlib.sha256(str(bd).encode()).hexdigest()[:12]
+    # the lock lives outside the source tree (not a file to commit, nor one the build removes)
+    with open(Path(tempfile.gettempdir()) / f"hugering-dpdk-build-{tag}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (bd / "build.ninja").exists():
             shutil.rmtree(bd, ignore_errors=True)
