@@ -888,6 +888,9 @@ def _dpdk(v, path: str) -> DpdkConfig:
                       f"{widest.mtu} + {ETHER_HDR_LEN} (Ethernet) + {ETHER_CRC_LEN} (FCS) + "
                       f"{VLAN_TAG_LEN} (one VLAN tag) = {widest.max_frame}, and "
                       f"{pool.element_size} - {RTE_PKTMBUF_HEADROOM} = {room}")
+        for i, p in enumerate(ports):
+            if p.device_name.startswith("net_af_packet"):
+                _af_packet_fits(p, pools[i % len(pools)], _join(_join(pp, i), "device_id"))
         desc = sum(p.rx_queues * p.ring_descriptor_size for p in ports)
         have = sum(p.element_count for p in pools)
         if have < desc:
@@ -895,6 +898,25 @@ def _dpdk(v, path: str) -> DpdkConfig:
                       "descriptors (sum of rx_queues x ring_descriptor_size): DPDK fills every "
                       "RX descriptor with an mbuf when a port starts")
     return DpdkConfig(eal_arguments=eal, ports=ports, buffer_pools=pools)
+
+
+def _af_packet_fits(p: PortConfig, pool: BufferPool, path: str) -> None:
+    """net_af_packet copies each TPACKET frame into one mbuf: the frame (framesz less its
+    32-byte header) must fit the pool's data room, and frames must tile a block exactly."""
+    args = p.vdev_args
+    try:
+        framesz, blocksz = int(args.get("framesz", 2048)), int(args.get("blocksz", 4096))
+    except ValueError:
+        _fail(path, f"{p.device_name}: framesz and blocksz must be whole numbers")
+    if framesz <= 0 or blocksz % framesz:
+        _fail(path, f"{p.device_name}: blocksz {blocksz} is not a multiple of framesz {framesz} "
+                    "(the kernel's packet ring would deliver nothing)")
+    room = pool.element_size - RTE_PKTMBUF_HEADROOM
+    if framesz - 32 > room:
+        _fail(path, f"{p.device_name}: framesz {framesz} carries {framesz - 32} B per frame, more "
+                    f"than pool {pool.pool_name!r} holds ({pool.element_size} - "
+                    f"{RTE_PKTMBUF_HEADROOM} = {room} B); e.g. framesz=1792,blocksz=28672 (an "
+                    "MTU 1500 frame still fits), or a larger element_size")
 
 
 def _unique(names: list, path: str, key: str) -> None:

@@ -359,6 +359,15 @@ BROKEN = [
          "  buffer_pools:", '    - {device_id: "net_null0,size=128"}\n  buffer_pools:'),
      "dpdk_config.ports[1].device_id",
      ["duplicate device_id 'net_null0' (also dpdk_config.ports[0])"]),
+    ("af_packet frames larger than the mbufs",
+     seed_with('"0000:04:00.0"', '"net_af_packet0,iface=eth0"'),
+     "dpdk_config.ports[0].device_id",
+     ["net_af_packet0: framesz 2048 carries 2016 B per frame, more than pool 'packet_mempool' "
+      "holds (2048 - 128 = 1920 B); e.g. framesz=1792,blocksz=28672"]),
+    ("af_packet frames that do not tile a block",
+     seed_with('"0000:04:00.0"', '"net_af_packet0,iface=eth0,framesz=1792"'),
+     "dpdk_config.ports[0].device_id",
+     ["blocksz 4096 is not a multiple of framesz 1792"]),
     ("dpdk TX ring that does not exist",
      FULL.replace("options: {port: 0}", "options: {port: 0, tx_ring: out}"),
      "hugering.producers[0].options.tx_ring", ["no ring named 'out'"]),
@@ -600,9 +609,9 @@ def test_vdev_machine_problems(tmp_path):
                      f"file ({tmp_path / 'cap.pcap'})"]
     (tmp_path / "cap.pcap").write_bytes(b"")            # relative to the file's folder
     assert not any(".device_id" in p for p in C.machine_problems(C.load(f)))
-    f.write_text(seed_with('"0000:04:00.0"', '"net_af_packet0,iface=nosuchif0"'))
+    f.write_text(seed_with('"0000:04:00.0"', '"net_af_xdp0,iface=nosuchif0"'))
     assert [p for p in C.machine_problems(C.load(f)) if ".device_id" in p] == [
-        f"{f}: dpdk_config.ports[0].device_id: net_af_packet0: iface=nosuchif0: no such network "
+        f"{f}: dpdk_config.ports[0].device_id: net_af_xdp0: iface=nosuchif0: no such network "
         "interface"]
 
 
