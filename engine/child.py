@@ -103,6 +103,10 @@ def run_producer(cfg, name: str, queue: int) -> int:
     cpus = p.cpus(rc.queues)
     cpu = cpus[queue] if cpus else None
     label = _label(p.name, queue, rc.queues)
+    if p.kind == "dpdk":
+        # one process drives the whole port (every RX queue's ring): EAL pins its lcores to
+        # the producer's cpus itself, this Python parent only waits
+        label, cpu = p.name, None
     if cpu is not None:
         PL.pin(cpu)
     stopping = []
@@ -154,6 +158,37 @@ def run_producer(cfg, name: str, queue: int) -> int:
                 rep["setup"] = prod.describe()
         finally:
             ring.close()
+    elif p.kind == "dpdk":
+        from engine.producers import dpdk as D
+        try:
+            plan = D.launch_plan(cfg, port=o.port, ring=rc.name, tx_ring=o.tx_ring,
+                                 cpus=list(cpus) if cpus else None, hugetlbfs=rc.hugetlbfs)
+        except D.DpdkUnavailable as e:
+            print(f"hugering: error: producer {label}: {e}", file=sys.stderr, flush=True)
+            return EXIT_UNAVAILABLE
+        for note in plan.notes:
+            print(f"producer {label}: note: {note}", file=sys.stderr, flush=True)
+        prod = D.DpdkProducer(plan, echo=True)
+        try:
+            prod.start()
+            print(f"producer {label}: dpdk {cfg.dpdk.ports[o.port].device_id} into "
+                  f"{', '.join(plan.rings)}", file=sys.stderr, flush=True)
+            while not stopping and prod.running():
+                time.sleep(0.02)
+            final = prod.stop()
+        except D.DpdkError as e:
+            print(f"hugering: error: producer {label}: {e}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            prod.kill()
+        if final is None:
+            print(f"hugering: error: producer {label}: hugering-dpdk exited with status "
+                  f"{prod.returncode()}", file=sys.stderr, flush=True)
+            return 1
+        queues = [q for port in final["ports"] for q in port["queues"]]
+        rep = {"published": sum(q["published"] for q in queues),
+               "dropped": sum(q["dropped"] for q in queues),
+               "startup": prod.startup, "final": final}
     else:
         print(f"hugering: error: producer {label}: kind {p.kind!r} is not available in this "
               "build yet", file=sys.stderr, flush=True)

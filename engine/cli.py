@@ -9,6 +9,7 @@ Verbs mirror DPDK and xdp-tools habits::
     hugering synth NAME [--rate PPS] [--count N | --duration S] [--min-size B --max-size B]
     hugering demo [--duration S] [--rate PPS]
     hugering parse FILE [--filter EXPR] [--jsonl] [--count N]   # L2-L4 fields of a capture
+    hugering dpdk CONFIG.yaml [--port I] [--ring NAME] [--json]  # a DPDK port into rings
 
 Each verb is one ``@command`` function that builds its sub-parser and sets its ``handler``; a
 later verb (stat, dump, replay, run, dpdk) is one more such function, nothing else changes.
@@ -808,6 +809,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except RingNameError as e:             # a ValueError too: before the clause below
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except ValueError as e:
         from engine.config import ConfigError, MachineError
         if isinstance(e, MachineError):        # a valid file this machine cannot serve
@@ -817,9 +821,6 @@ def main(argv=None) -> int:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
         raise
-    except RingNameError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except RingError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -112,8 +112,11 @@ class Supervisor:
         for role, entries in (("consumer", h.consumers), ("producer", h.producers)):
             for e in entries:
                 rc = h.ring(e.ring)
-                for q, ring_name in enumerate(rc.ring_names()):
-                    label = e.name if rc.queues == 1 else f"{e.name}.q{q}"
+                names = rc.ring_names()
+                if role == "producer" and e.kind == "dpdk":
+                    names = names[:1]       # one EAL process drives every queue of its port
+                for q, ring_name in enumerate(names):
+                    label = e.name if len(names) == 1 else f"{e.name}.q{q}"
                     self.children.append(Child(role, e.name, q, label, e.restart,
                                                e.max_restarts, ring_name))
 
