@@ -339,6 +339,14 @@ class StatsRegion:
             os.fchmod(fd, os.stat(ring.backing.path).st_mode & 0o666
                       if os.path.exists(ring.backing.path) else 0o666)
             os.ftruncate(fd, size)
+            try:
+                # reserve the pages now: on a full /dev/shm the header write below would
+                # otherwise die of SIGBUS instead of raising
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                raise OSError(e.errno, f"cannot create the stats region {path} "
+                                       f"({size} bytes): {e.strerror}; free space in "
+                                       f"{STATS_DIR}") from None
             with mmap.mmap(fd, size) as mm:
                 h = np.frombuffer(mm, dtype=STATS_HEADER_DTYPE, count=1)
                 h["version"] = STATS_VERSION

@@ -5,7 +5,9 @@ default), so its slots sit in huge pages (fewer TLB misses for a busy-polling re
 POSIX shared-memory object ``/hugering.NAME`` (``/dev/shm/hugering.NAME`` on Linux) created
 through ``posix_ipc``.  Files are created mode 0600 (0660 with a group), with O_EXCL, and the
 header's magic is written last, so a half-created ring is never mistaken for a good one and a
-failure on the way removes what was made.
+failure on the way removes what was made.  POSIX shared memory is reserved page by page at
+creation (a full /dev/shm is an error then, not a SIGBUS at first touch later), and a hugetlbfs
+mount's own ``size=`` limit is checked along with the free huge pages.
 
 Errors are ``RingError`` subclasses with one clear sentence that names the field or the fix.
 """
@@ -123,6 +125,22 @@ def _parse_size(text: str) -> int:
     return int(text)
 
 
+def mount_free_bytes(path: str) -> tuple[int, int] | None:
+    """(free, total) bytes of a size-limited mount (tmpfs, or hugetlbfs with ``size=``), or None
+    where the mount has no limit of its own (hugetlbfs without ``size=`` reports 0 blocks)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    if st.f_blocks == 0:
+        return None
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
 def free_hugepages(page_size: int) -> int:
     """Huge pages of this size that a new mapping can still reserve (free minus reserved)."""
     base = Path(f"/sys/kernel/mm/hugepages/hugepages-{page_size // 1024}kB")
@@ -202,6 +220,13 @@ def choose_backing(name: str, nbytes_hint: int, hugetlbfs: str | None, shm: bool
             raise HugepagesError(
                 f"the ring needs {need} huge pages of {size >> 10} KiB but {have} are free; "
                 f"{HOW_TO_ENABLE.replace('256', str(max(256, need + 16)))}")
+        limit = mount_free_bytes(hugetlbfs)
+        if limit is not None and limit[0] // size < need:
+            # the pool has pages, but this mount's size= option caps what it may take
+            raise HugepagesError(
+                f"the ring needs {need} huge pages of {size >> 10} KiB but the hugetlbfs mount "
+                f"{hugetlbfs!r} has {limit[0] // size} of its {limit[1] // size} free (its "
+                f"size= limit); remount it with a larger size= or use another mount")
         return L.BACKING_HUGETLBFS, hugetlbfs, size, None
     size = mount_page_size(DEFAULT_HUGETLBFS)
     if size is None:
@@ -211,6 +236,9 @@ def choose_backing(name: str, nbytes_hint: int, hugetlbfs: str | None, shm: bool
     else:
         need = -(-nbytes_hint // size)
         have = free_hugepages(size)
+        limit = mount_free_bytes(DEFAULT_HUGETLBFS)
+        if limit is not None:
+            have = min(have, limit[0] // size)
         if have >= need:
             return L.BACKING_HUGETLBFS, DEFAULT_HUGETLBFS, size, None
         why = f"{have} huge pages of {size >> 10} KiB are free and the ring needs {need}"
@@ -254,6 +282,17 @@ def create_file(name: str, kind: int, directory: str | None, page_size: int, nby
                             f"({nbytes} bytes at {SHM_DIR}): {e.strerror or e}") from None
         fd = os.dup(shm.fd)
         shm.close_fd()
+        try:
+            # tmpfs sizes a file without allocating it: a full /dev/shm would only show later,
+            # as SIGBUS in whichever process first touches a missing page.  Reserve every page
+            # now, so that "no room" is this error and nothing is left behind.
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as e:
+            os.close(fd)
+            _unlink(L.BACKING_SHM, name, path)
+            raise RingError(f"cannot create POSIX shared memory for ring {name!r}: "
+                            f"{e.strerror} reserving {_mib(nbytes)} in {SHM_DIR}"
+                            f"{_shm_room()}") from None
     else:
         path = os.path.join(directory, FILE_PREFIX + name)
         try:
@@ -284,6 +323,17 @@ def create_file(name: str, kind: int, directory: str | None, page_size: int, nby
         backing.unlink()
         raise
     return backing
+
+
+_SHM_FIX = (f"free space there, enlarge it (mount -o remount,size=... {SHM_DIR}) or put the "
+            "ring on hugetlbfs")
+
+
+def _shm_room() -> str:
+    room = mount_free_bytes(SHM_DIR)
+    if room is None:
+        return ""
+    return f" (it has {_mib(room[0])} free of {_mib(room[1])}); {_SHM_FIX}"
 
 
 def open_file(name: str, hugetlbfs: str | None = None) -> Backing:
