@@ -65,6 +65,11 @@ class Ring:
         self.slots = np.frombuffer(self._slot_map, dtype=L.slot_dtype(self.slot_size),
                                    count=self.capacity)
         self._closed = False
+        try:
+            _validate_cursors(self)
+        except RingFormatError:
+            self.close()
+            raise
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
@@ -245,6 +250,32 @@ class Ring:
     def __repr__(self):
         return (f"Ring({self.name!r}, capacity={self.capacity}, slot_size={self.slot_size}, "
                 f"mode={self.mode_name!r}, path={self.backing.path!r})")
+
+
+def _validate_cursors(ring: "Ring") -> None:
+    """Refuse a control region whose cursors cannot be true, naming the field: a consumer can
+    never be ahead of the producer, and no cursor or state is negative or unknown.  Trusting
+    such a cursor would make a consumer read slots nobody wrote, or a producer overwrite slots
+    it thinks were released.  Consumer lines are read before the producer's cursor: that one
+    only grows, so a live ring can never fail this check by a race."""
+    where = f"ring {ring.name!r} ({ring.backing.path})"
+    lines = ring.consumer_lines.copy()
+    head = int(ring.ctrl[L.P_CURSOR])
+    if head < 0:
+        raise RingFormatError(f"{where}: field 'producer.cursor' is {head}, expected >= 0 "
+                              "(corrupt control region)", "producer.cursor")
+    for k in range(ring.max_consumers):
+        state, cur = int(lines[k]["state"]), int(lines[k]["cursor"])
+        field = f"consumer[{k}]"
+        if not L.CONSUMER_FREE <= state <= L.CONSUMER_EVICTED:
+            raise RingFormatError(f"{where}: field '{field}.state' is {state}, expected 0..3 "
+                                  "(corrupt control region)", f"{field}.state")
+        if state == L.CONSUMER_FREE:
+            continue               # a free line's old values are reset when it is claimed
+        if cur < 0 or cur > head:
+            raise RingFormatError(f"{where}: field '{field}.cursor' is {cur}, beyond the "
+                                  f"producer's cursor {head} (corrupt control region)",
+                                  f"{field}.cursor")
 
 
 def _pid_alive(pid: int) -> bool:
