@@ -273,9 +273,9 @@ def _validate_cursors(ring: "Ring") -> None:
         if state == L.CONSUMER_FREE:
             continue               # a free line's old values are reset when it is claimed
         if cur < 0 or cur > head:
-            raise RingFormatError(f"{where}: field '{field}.cursor' is {cur}, beyond the "
-                                  f"producer's cursor {head} (corrupt control region)",
-                                  f"{field}.cursor")
+            why = "negative" if cur < 0 else f"beyond the producer's cursor {head}"
+            raise RingFormatError(f"{where}: field '{field}.cursor' is {cur}, {why} (corrupt "
+                                  "control region)", f"{field}.cursor")
 
 
 def _pid_alive(pid: int) -> bool:
