@@ -288,6 +288,10 @@ _BINOPS = {"|": (10, 11), "&": (20, 21), "<<": (30, 31), ">>": (30, 31), "+": (4
            # before them and everything after them (libpcap: "x % 5 + 1" is "x % (5 + 1)")
            "%": (100, 0), "^": (100, 0)}
 _UMINUS = 90
+# The parser is recursive descent: each '(' or 'not' is a few Python frames.  Past this depth an
+# expression is refused with a message instead of dying of RecursionError (libpcap's own
+# grammar has no useful meaning that deep either).
+MAX_NESTING = 100
 
 
 class _Syntax(Exception):
@@ -346,7 +350,20 @@ class _Parser:
         self.i, self.depth = st
 
     # grammar ---------------------------------------------------------------------------------
+    def _check_nesting(self) -> None:
+        depth = nots = 0
+        for t in self.toks:
+            if self.is_op(t, "("):
+                depth += 1
+            elif self.is_op(t, ")"):
+                depth = max(0, depth - 1)
+            nots = nots + 1 if t.kind == "NOT" else 0
+            if depth > MAX_NESTING or nots > MAX_NESTING:
+                self.error(t, f"expression nested more than {MAX_NESTING} levels deep "
+                              f"({'parentheses' if depth > MAX_NESTING else 'not'})")
+
     def parse(self) -> F.Node:
+        self._check_nesting()
         try:
             if self.peek().kind == "EOF":
                 return F.Const(True)
@@ -1034,9 +1051,22 @@ def parse(text: str, *, vlan_depth: int = 0) -> F.Node:
     starts the expression that many VLAN tags deep (used by the YAML front end)."""
     if not isinstance(text, str):
         raise TypeError("a filter expression is a string")
-    return _Parser(text, vlan_depth).parse()
+    try:
+        return _Parser(text, vlan_depth).parse()
+    except RecursionError:
+        raise _too_deep(text) from None
+
+
+def _too_deep(text: str) -> FilterSyntaxError:
+    # past MAX_NESTING's check: long chains of '-' or of operators build trees too deep to walk
+    return FilterSyntaxError("expression too deeply nested to compile (a chain of operators or "
+                             "signs this long); split it", text, 0, len(text))
 
 
 def compile_pcap_filter(text: str) -> F.Filter:
     """``parse`` then compile: a ``Filter`` whose ``prog`` the ``@njit`` matcher walks."""
-    return F.Filter(parse(text), text)
+    tree = parse(text)
+    try:
+        return F.Filter(tree, text)
+    except RecursionError:
+        raise _too_deep(text) from None
