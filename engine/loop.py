@@ -66,6 +66,7 @@ IDLE_STRATEGIES = {"busy": B.IDLE_BUSY, "spin_yield": B.IDLE_SPIN_YIELD,
 STATUS_NAMES = {B.ST_STOP: "stop requested", B.ST_LIMIT: "count reached",
                 B.ST_DEADLINE: "duration reached", B.ST_HANDLER_STOP: "handler asked to stop"}
 CHUNK_NS = 50_000_000        # the loop hands back to Python this often (signals, supervisor)
+DEFAULT_PRODUCER_TIMEOUT_S = 5.0   # a live producer silent this long counts as gone
 _ROOT = Path(__file__).resolve().parents[1]
 _LIBRARY = ["engine/loop_body.py", "engine/loop_codes.py", "engine/stats.py", "engine/loop.py", "shm/kernels.py",
             "shm/layout.py", "shm/atomics.py", "shm/clock.py", "shm/pointers.py",
@@ -281,6 +282,8 @@ class ConsumerEngine:
         self.index = -1
         self.block = None
         self.status = None
+        self.watch = None
+        self.end_of_stream: str | None = None     # the producer's message while at end of stream
         if join:
             self.join()
 
@@ -356,10 +359,24 @@ class ConsumerEngine:
         return time.perf_counter() - t0
 
     def run(self, count: int | None = None, duration: float | None = None,
-            handle_signals: bool = True, on_chunk=None, chunk_ns: int = CHUNK_NS) -> dict:
+            handle_signals: bool = True, on_chunk=None, chunk_ns: int = CHUNK_NS,
+            on_producer_gone: str = "report",
+            producer_timeout: float = DEFAULT_PRODUCER_TIMEOUT_S) -> dict:
         """Poll until ``count`` packets, ``duration`` seconds, a stop request (shared flag,
         SIGINT/SIGTERM when ``handle_signals``) or the handler says stop; returns the final
-        snapshot (``report()``)."""
+        snapshot (``report()``).
+
+        End of stream (``shm.liveness``): between loop chunks the driver checks the producer.
+        Once it is gone (detached, dead, or silent for ``producer_timeout`` s) and everything
+        it published has been read, one line says so (a warning when it died or went silent,
+        at info level when it closed cleanly); ``on_producer_gone="stop"`` then returns
+        (status ``end of stream: ...``), ``"report"`` (the default) keeps polling so that a
+        restarted producer is picked up (a second line says so)."""
+        from shm.liveness import ProducerWatch
+        if on_producer_gone not in ("report", "stop"):
+            raise ValueError(f"on_producer_gone: expected 'report' or 'stop', got "
+                             f"{on_producer_gone!r}")
+        self.watch = ProducerWatch(self.ring, producer_timeout)
         self.join()
         r = self.ring
         # the loop compares with the block's cumulative count: ``count`` more from here
@@ -394,6 +411,9 @@ class ConsumerEngine:
                     if stopping:
                         self.status = f"signal {signal.Signals(stopping[0]).name}"
                     break
+                if self._producer_event() and on_producer_gone == "stop":
+                    self.status = f"end of stream: {self.end_of_stream}"
+                    break
                 if on_chunk is not None and on_chunk(self) is False:
                     self.status = "stopped by caller"
                     break
@@ -403,6 +423,28 @@ class ConsumerEngine:
             self.block[S.W_STATE] = S.STATE_STOPPED
             self.block[S.W_UPDATED] = time.time_ns()
         return self.report()
+
+    def _producer_event(self) -> bool:
+        """Check the producer (slow path, once per chunk); True while at end of stream."""
+        import logging
+        log = logging.getLogger("hugering")
+        ended = self.watch.ended
+        ev = self.watch.check(self.consumer.cursor)
+        if ev is not None:
+            kind, st = ev
+            # a producer that closed cleanly is the normal end of a finite stream (info); one
+            # that died or went silent is a fault (warning), and so is its replacement's news
+            fault = (st if kind == "end" else ended).state in ("dead", "stale")
+            level = logging.WARNING if fault else logging.INFO
+            if kind == "end":
+                self.end_of_stream = st.message
+                log.log(level, "consumer %s: end of stream on ring %s: %s; all %d published "
+                        "slots read", self.name, self.ring.name, st.message, st.cursor)
+            else:
+                self.end_of_stream = None
+                log.log(level, "consumer %s: ring %s has a producer again (pid %d); going on "
+                        "from seq %d", self.name, self.ring.name, st.pid, self.consumer.cursor)
+        return self.watch.ended is not None
 
     def _handler_raised(self, exc: Exception) -> None:
         import logging
@@ -432,6 +474,10 @@ class ConsumerEngine:
         snap["lost"] = int(line["lost"])
         snap["status"] = self.status
         snap["warm_up_s"] = self.warm_up_s
+        watch = getattr(self, "watch", None)
+        snap["producer"] = (watch.status.as_dict() if watch is not None
+                            and watch.status is not None else None)
+        snap["end_of_stream"] = self.end_of_stream
         return snap
 
     def close(self) -> None:
