@@ -5,12 +5,21 @@ Like ``aeron-stat`` / ``dpdk-proc-info``: it maps the ring and its stats region
 table in place: per producer published / dropped / evictions / NIC drops and their rates, per
 consumer received / filtered out / handled / errors / lost, rates per second, lag (slots
 published and not yet read), and the latency producer timestamp -> handler (p50, p99, p99.9,
-p99.99, max) from the consumer's histogram.  ``--json`` prints one snapshot and exits;
-``--count N`` refreshes N times then exits (scripts); Ctrl-C leaves the live view.
+p99.99, max) from the consumer's histogram; what the packet source reports (NIC-level drops:
+missed, errors, no buffer; its buffer pool in use); and the leak monitor (``engine.leak``: slots
+and pool buffers outstanding, an alarm when they grow without bound).  ``--json`` prints one
+snapshot and exits; with ``--count N``, N snapshots one per line ``--interval`` apart (the leak
+monitor judges a window of samples: ``--leak-window``); without ``--json``, ``--count N``
+refreshes N times then exits (scripts); Ctrl-C leaves the live view.
 
 Snapshot keys (``--json``): ``ring``, ``mode``, ``capacity``, ``time_ns``, ``producer``
-(``pid``, ``alive``, ``cursor``, ``published``, ``dropped_full``, ``evictions``,
-``full_waits``, ``nic_drops``), ``consumers`` (one per occupied line, plus engine consumers
+(``pid``, ``alive``, ``status`` -- never/live/detached/dead/stale, ``shm.liveness`` --,
+``status_message``, ``cursor``, ``published``, ``dropped_full``, ``evictions``, ``full_waits``,
+``nic_drops``), ``source`` (``src_packets``, ``src_missed``, ``src_errors``, ``src_nombuf``,
+``pool_size``, ``pool_in_use``, ``tx_dropped``, ``src_stats_ns``: ``shm.layout``'s
+source_stats line), ``leak`` (``alarm``, ``samples``, ``slots`` and, when the source has a pool,
+``pool``: value, size, floor, window, alarm, reason, message; see ``engine.leak``),
+``consumers`` (one per occupied line, plus engine consumers
 that have left -- ``ring_state`` "left", their final counters kept until the line is reused:
 ``index``, ``name``,
 ``pid``, ``alive``, ``ring_state``, ``engine_state``, ``cursor``, ``lag``, ``received``,
@@ -25,12 +34,17 @@ import json
 import sys
 import time
 
-from engine.cli import EXIT_OK, _add_json, _add_location, command
+from engine.cli import EXIT_OK, _add_json, _add_location, _ring_name, command
 
 
-def snapshot(ring, stats) -> dict:
-    """One reading of the ring and its stats region (``stats`` may be None)."""
+def snapshot(ring, stats, monitor=None) -> dict:
+    """One reading of the ring and its stats region (``stats`` may be None); with a
+    ``LeakMonitor``, one sample of it too (``"leak"``)."""
+    from shm.liveness import producer_status
     info = ring.info()
+    live = producer_status(ring)
+    info["producer"]["status"] = live.state
+    info["producer"]["status_message"] = live.message
     consumers = []
     for c in info["consumers"]:
         d = {"index": c["index"], "name": "", "pid": c["pid"], "alive": c["alive"],
@@ -63,9 +77,13 @@ def snapshot(ring, stats) -> dict:
                 "bursts": s["bursts"], "idle_polls": s["idle_polls"], "last_seq": s["last_seq"],
                 "latency_ns": s["latency_ns"]})
         consumers.sort(key=lambda c: c["index"])
-    return {"ring": info["name"], "mode": info["mode"], "full_policy": info["full_policy"],
+    snap = {"ring": info["name"], "mode": info["mode"], "full_policy": info["full_policy"],
             "capacity": info["capacity"], "time_ns": time.time_ns(),
-            "producer": info["producer"], "fill": info["fill"], "consumers": consumers}
+            "producer": info["producer"], "source": info["source"], "fill": info["fill"],
+            "consumers": consumers}
+    if monitor is not None:
+        snap["leak"] = monitor.sample()
+    return snap
 
 
 def rates(prev: dict, cur: dict) -> dict:
@@ -74,7 +92,9 @@ def rates(prev: dict, cur: dict) -> dict:
     if dt <= 0:
         return {}
     out = {"producer": {k: (cur["producer"][k] - prev["producer"][k]) / dt
-                        for k in ("published", "dropped_full", "nic_drops")}}
+                        for k in ("published", "dropped_full", "nic_drops")},
+           "source": {k: (cur["source"][k] - prev["source"][k]) / dt
+                      for k in ("src_packets", "src_missed", "src_errors", "src_nombuf")}}
     before = {c["index"]: c for c in prev["consumers"]}
     for c in cur["consumers"]:
         p = before.get(c["index"])
@@ -111,6 +131,7 @@ def render(snap: dict, rt: dict):
     """A rich renderable of a snapshot (and its rates)."""
     from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
     p = snap["producer"]
     pr = rt.get("producer", {})
     head = Table(title=f"ring {snap['ring']} ({snap['mode']}/{snap['full_policy']}, "
@@ -118,10 +139,25 @@ def render(snap: dict, rt: dict):
     for col in ("producer pid", "published", "rate", "dropped (full)", "drop rate",
                 "evictions", "NIC drops", "fill"):
         head.add_column(col, justify="right")
-    head.add_row(f"{p['pid']}{'' if p['alive'] or not p['pid'] else ' (dead)'}",
+    status = p.get("status", "live")
+    head.add_row(f"{p['pid']}{'' if status in ('live', 'never') else f' ({status})'}",
                  f"{p['published']:,}", _rate(pr.get("published")), f"{p['dropped_full']:,}",
                  _rate(pr.get("dropped_full")), f"{p['evictions']:,}", f"{p['nic_drops']:,}",
                  "-" if snap["fill"] is None else f"{snap['fill']:.0%}")
+    parts = [head]
+    src = snap.get("source") or {}
+    if src.get("src_stats_ns"):
+        # what the NIC / socket and its buffer pool report, before the ring (seed scenario A/B)
+        sr = rt.get("source", {})
+        st = Table(expand=False)
+        for col in ("source packets", "rate", "missed", "errors", "no buffer", "pool in use",
+                    "TX dropped"):
+            st.add_column(col, justify="right")
+        pool = (f"{src['pool_in_use']:,} / {src['pool_size']:,}" if src["pool_size"] else "-")
+        st.add_row(f"{src['src_packets']:,}", _rate(sr.get("src_packets")),
+                   f"{src['src_missed']:,}", f"{src['src_errors']:,}", f"{src['src_nombuf']:,}",
+                   pool, f"{src['tx_dropped']:,}")
+        parts.append(st)
     t = Table(expand=False)
     for col in ("#", "name", "pid", "state", "received", "rate", "filtered", "handled",
                 "errors", "lost", "lag", "p50", "p99", "p99.9", "p99.99", "max"):
@@ -140,19 +176,29 @@ def render(snap: dict, rt: dict):
                   f"{c['handler_errors']:,}" if "handler_errors" in c else "-",
                   f"{c['lost']:,}", f"{c['lag']:,}", _ns(lat.get("p50")), _ns(lat.get("p99")),
                   _ns(lat.get("p99_9")), _ns(lat.get("p99_99")), _ns(lat.get("max")))
-    return Group(head, t)
+    parts.append(t)
+    if status not in ("live", "never"):
+        parts.append(Text(f"producer {status}: {p['status_message']}", style="bold yellow"))
+    leak = snap.get("leak")
+    if leak is not None:
+        parts.append(Text("leak monitor: " + "; ".join(leak["messages"]),
+                          style="bold red" if leak["alarm"] else ""))
+    return Group(*parts)
 
 
 @command("stat", "live counters, rates, lag and latency percentiles of a ring's producer "
                  "and consumers")
 def _stat(p):
-    p.add_argument("name", help="ring name")
+    p.add_argument("name", type=_ring_name, metavar="NAME", help="ring name")
     _add_location(p)
     _add_json(p)
     p.add_argument("--interval", type=float, default=1.0, metavar="S",
                    help="refresh period of the live view (default 1 s)")
     p.add_argument("--count", type=int, default=0, metavar="N",
-                   help="refresh N times, then exit (default: until Ctrl-C)")
+                   help="refresh N times, then exit (default: until Ctrl-C); with --json, "
+                        "N snapshots one per line")
+    p.add_argument("--leak-window", type=int, default=10, metavar="N",
+                   help="samples the leak monitor judges (engine.leak; default 10)")
     p.set_defaults(handler=_stat_run)
 
 
@@ -160,18 +206,27 @@ def _stat_run(a) -> int:
     from engine.cli import UsageError
     from engine.stats import StatsRegion
     from shm.ring import Ring
+    from engine.leak import LeakMonitor
     if a.interval <= 0:
         raise UsageError(f"stat: --interval must be > 0, got {a.interval}")
+    if a.leak_window < 2:
+        raise UsageError(f"stat: --leak-window must be >= 2 samples, got {a.leak_window}")
     ring = Ring.open(a.name, a.hugetlbfs)
     stats = StatsRegion.open_existing(ring)
+    monitor = LeakMonitor(ring, interval_s=a.interval, window=a.leak_window)
     try:
         if a.json:
-            print(json.dumps(snapshot(ring, stats)))
+            for i in range(max(1, a.count)):
+                if i:
+                    time.sleep(a.interval)
+                    if stats is None:
+                        stats = StatsRegion.open_existing(ring)
+                print(json.dumps(snapshot(ring, stats, monitor)), flush=True)
             return EXIT_OK
         from rich.console import Console
         from rich.live import Live
         console = Console() if sys.stdout.isatty() else Console(width=200)
-        prev = snapshot(ring, stats)
+        prev = snapshot(ring, stats, monitor)
         n = 0
         with Live(render(prev, {}), console=console, auto_refresh=False,
                   transient=False) as live:
@@ -179,7 +234,7 @@ def _stat_run(a) -> int:
                 time.sleep(a.interval)
                 if stats is None:
                     stats = StatsRegion.open_existing(ring)   # an engine may attach later
-                cur = snapshot(ring, stats)
+                cur = snapshot(ring, stats, monitor)
                 live.update(render(cur, rates(prev, cur)), refresh=True)
                 prev = cur
                 n += 1
