@@ -36,7 +36,9 @@ frames; *lossless + wait* leaves the descriptors that do not fit on the RX ring 
 and those drops show up as NIC drops; *lossy* never waits.  NIC-side drops (``XDP_STATISTICS``
 rx_dropped + rx_ring_full; fill-ring-empty events are part of rx_dropped) are folded into the
 ring's ``nic_drops`` counter (``shm.layout.PS_NIC_DROPS``) every ``STATS_EVERY_S``, so
-``hugering stat`` shows them.
+``hugering stat`` shows them; the same fold fills the ring's source_stats line (``L.SS_*``:
+frames taken, missed, invalid descriptors, fill-ring-empty events, and the UMEM as a pool --
+frames the kernel cannot fill are in use -- which ``engine.leak`` watches).
 
 Idle: the loop spins on the RX ring; after ``spin`` empty polls it hands back to Python, which
 sleeps in ``poll()`` on the socket for at most ``poll_ms`` (in copy mode the fill ring's
@@ -1308,7 +1310,27 @@ class AfXdpProducer:
         s = self.xdp_statistics()
         if s:
             self.ctrl[L.PS_NIC_DROPS] = self.nic_base + s["rx_dropped"] + s["rx_ring_full"]
+            self._fold_source_stats(s)
         return s
+
+    def _fold_source_stats(self, s: dict) -> None:
+        """The ring's source_stats line: this socket's counters since it was created, and its
+        UMEM as the pool the leak monitor watches (``engine.leak``).  A frame is in use while
+        the kernel cannot fill it: not on the fill ring (in the RX ring, being copied into the
+        ring) or, for TX frames, not on the free stack (queued or awaiting completion)."""
+        xs, st, c = self.xs, self.state, self.ctrl
+        fq_cons = ctypes.c_uint32.from_address(int(xs[XS_FQ_CONS])).value   # kernel-written
+        on_fill = (int(st[ST_FQ_PROD]) - fq_cons) & M32
+        rx_in_use = max(0, self.frames - on_fill)
+        tx_in_use = max(0, self.tx_frames - int(st[ST_TX_FREE])) if self.tx_frames else 0
+        c[L.SS_PACKETS] = int(st[ST_RX])
+        c[L.SS_MISSED] = s["rx_dropped"] + s["rx_ring_full"]
+        c[L.SS_ERRORS] = s["rx_invalid_descs"]
+        c[L.SS_NOMBUF] = s["rx_fill_ring_empty_descs"]
+        c[L.SS_POOL_SIZE] = self.frames + self.tx_frames
+        c[L.SS_POOL_IN_USE] = rx_in_use + tx_in_use
+        c[L.SS_TX_DROPPED] = s["tx_invalid_descs"] + int(st[ST_TX_TOO_LONG])
+        c[L.SS_STATS_NS] = time.time_ns()      # last: readers take a 0 as "never refreshed"
 
     # --- running ----------------------------------------------------------------------------
     def _call(self, limit: int, until_ns: int, chunk_ns: int) -> int:
