@@ -17,6 +17,17 @@ both strategies applied every message the exchange published, in order, with no 
 The processes share one small array (``board``): the exchange's counters, the generator's, and
 each strategy's view (``examples.itch_strategy.V_*``); the latency comes from the feed ring's
 stats region, as ``hugering stat`` reads it.
+
+``--afxdp`` (root, libxdp): the feed crosses a real link instead of going straight into the
+strategies' ring::
+
+    exchange ──► ring feedtx ──► AF_XDP TX on veth hm<pid>a ──wire──► veth hm<pid>b, XDP
+             ──► AF_XDP RX (filter "udp dst port 26400") ──► ring feed ──► strategies
+
+Both ends of the veth pair live in a network namespace of the demo's own (``hm<pid>``),
+deleted at the end; each AF_XDP side is a ``hugering afxdp`` process in that namespace.  The strategies
+then measure latency from the AF_XDP receive (the feed ring's timestamp), and a frame lost on
+the way shows as a MoldUDP64 gap: the demo fails rather than hide it.
 """
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +49,8 @@ PER_FRAME = 4                         # order-entry messages per UDP frame
 INSTRUMENTS = 16
 WATCH = (1, 2, 3, 4)
 STRATEGIES = 2
+
+FEED_PORT = 26400                     # engine.producers.itch_feed.Framing's default dport
 
 # board layout (int64 words)
 B_STOP = 0                            # the exchange's stop flag
@@ -149,6 +163,84 @@ class MarketError(RuntimeError):
     pass
 
 
+# --- --afxdp: the feed over a veth pair through AF_XDP ---------------------------------------
+class Link:
+    """A network namespace ``hm<pid>`` holding both ends of a veth pair (``hm<pid>a``, the
+    exchange's side, and ``hm<pid>b``, the strategies'); nothing is routed anywhere else.
+    Deleting the namespace deletes the pair: ``close`` does, also after a failed setup."""
+
+    def __init__(self, pid: int):
+        self.netns = f"hm{pid}"
+        self.tx_if, self.rx_if = f"hm{pid}a", f"hm{pid}b"
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise MarketError(f"--afxdp: ip {' '.join(args)}: {r.stderr.strip()}")
+
+    def open(self) -> "Link":
+        if os.geteuid() != 0:
+            raise MarketError("--afxdp needs root (a network namespace, XDP programs, "
+                              "AF_XDP sockets); run without it for the shared-memory feed")
+        try:
+            self._ip("netns", "add", self.netns)
+            self._ip("-n", self.netns, "link", "add", self.tx_if, "type", "veth", "peer",
+                     "name", self.rx_if)
+            for dev in ("lo", self.tx_if, self.rx_if):
+                self._ip("-n", self.netns, "link", "set", dev, "up")
+        except FileNotFoundError:
+            self.close()
+            raise MarketError("--afxdp needs iproute2 (ip)") from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, timeout=30)
+
+
+def _start_side(link: Link, iface: str, ring: str, filt: str, tx_ring: str | None = None):
+    """One AF_XDP side of the link: ``hugering afxdp`` in the link's namespace (``ip netns
+    exec``, which also gives it that namespace's /sys).  The rx side takes the feed frames off
+    ``hm<pid>b`` into the feed ring; the tx side sends what the exchange writes into feedtx out
+    of ``hm<pid>a`` (its own RX ring, filtered on a port nothing uses, stays empty)."""
+    argv = ["ip", "netns", "exec", link.netns, sys.executable, "-m", "engine.cli", "afxdp",
+            iface, "--ring", ring, "--filter", filt, "--mode", "native", "--frames", "4096",
+            "--json"] + (["--tx-ring", tx_ring] if tx_ring else [])
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, start_new_session=True)
+
+
+def _side_running(proc, ring, timeout: float) -> str:
+    """Wait until the side's poll loop runs (it stamps its ring's producer heartbeat once
+    compiled and polling); returns its first stderr line (the XDP and bind modes obtained)."""
+    from shm import layout as L
+    line = proc.stderr.readline().strip()
+    end = time.monotonic() + timeout
+    while int(ring.ctrl[L.P_HEARTBEAT]) == 0:
+        if proc.poll() is not None:
+            raise MarketError(f"--afxdp: {line} {proc.stderr.read().strip()}".strip())
+        if time.monotonic() > end:
+            raise MarketError(f"--afxdp: the AF_XDP side of ring {ring.name} did not start "
+                              f"polling within {timeout:g} s")
+        time.sleep(0.05)
+    return line
+
+
+def _stop_side(proc) -> dict:
+    """SIGINT (the verb then detaches its program and prints its report), the report back."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise MarketError(f"--afxdp: an AF_XDP side ended without a report: "
+                          f"{err.strip()[-500:]}") from None
+
+
 def _collect(events, want: set, timeout: float, got: dict) -> None:
     end = time.monotonic() + timeout
     while want - set(got):
@@ -227,14 +319,18 @@ def _ns(v) -> str:
 
 
 def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_ORDER_RATE,
-               json_out: bool = False, live: bool | None = None) -> int:
-    """The whole demo; returns the exit status."""
+               json_out: bool = False, live: bool | None = None, afxdp: bool = False) -> int:
+    """The whole demo; returns the exit status.  ``afxdp``: the feed over a veth pair through
+    two AF_XDP sockets (see the module docstring)."""
     from engine.stats import StatsRegion
     from engine.stats import remove as remove_stats
     from shm.ring import Ring
     _examples_importable()
     pid = os.getpid()
-    names = (f"market-orders-{pid}", f"market-feed-{pid}")
+    names = (f"market-orders-{pid}", f"market-feed-{pid}", f"market-feedtx-{pid}",
+             f"market-txrx-{pid}")
+    link = None
+    sides: dict = {}                  # --afxdp: "rx"/"tx" -> (hugering afxdp process, its ring)
     ctx = mp.get_context("spawn")
     board_raw = ctx.RawArray("q", board_words())
     board = np.frombuffer(board_raw, dtype=np.int64)
@@ -245,23 +341,38 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
     if live is None:
         live = out.isatty() and not json_out
     try:
+        if afxdp:
+            link = Link(pid).open()
         rings.append(Ring.create(names[0], slots=4096, slot_size=256, full_policy="wait"))
         rings.append(Ring.create(names[1], slots=16384, slot_size=2048, full_policy="wait"))
+        exchange_out = names[1]
+        if afxdp:
+            rings.append(Ring.create(names[2], slots=16384, slot_size=2048, full_policy="wait"))
+            rings.append(Ring.create(names[3], slots=64, slot_size=64))
+            exchange_out = names[2]
         where = "hugetlbfs" if rings[1].backing.kind == 0 else "POSIX shared memory"
-        print(f"hugering market: rings {names[0]}, {names[1]} ({where}); compiling "
-              "(the first run takes a minute, later ones a few seconds) ...", file=out,
-              flush=True)
+        print(f"hugering market: rings {', '.join(r.name for r in rings)} ({where})"
+              + (f"; feed over veth {link.tx_if} -> {link.rx_if} (netns {link.netns}) through "
+                 "AF_XDP" if afxdp else "")
+              + "; compiling (the first run takes a minute, later ones a few seconds) ...",
+              file=out, flush=True)
         for s in range(STRATEGIES):
             procs.append(ctx.Process(target=_strategy_main, name=f"strategy-{s}",
                                      args=(names[1], s, board_raw, events, pid)))
         procs.append(ctx.Process(target=_exchange_main, name="exchange",
-                                 args=(names[0], names[1], board_raw, events, pid)))
+                                 args=(names[0], exchange_out, board_raw, events, pid)))
+        if afxdp:
+            sides = {"rx": (_start_side(link, link.rx_if, names[1], f"udp dst port {FEED_PORT}"),
+                            rings[1]),
+                     "tx": (_start_side(link, link.tx_if, names[3], "udp dst port 9",
+                                        tx_ring=names[2]), rings[3])}
         procs.append(ctx.Process(target=_orders_main, name="order-flow",
                                  args=(names[0], board_raw, order_rate, duration, go, events,
                                        pid)))
         for p in procs:
             p.start()
         ready: dict = {}
+        modes = {side: _side_running(proc, ring, 300) for side, (proc, ring) in sides.items()}
         _collect(events, {f"strategy {s}" for s in range(STRATEGIES)} | {"exchange",
                                                                          "order flow"},
                  600, ready)
@@ -294,13 +405,26 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
         _drain(rings, 20)
         board[B_STOP] = 1
         _collect(events, {"exchange"}, 30, done)
-        _drain(rings[1:], 20)
+        if afxdp:
+            # the TX side has sent all the exchange wrote once it consumed feedtx; the RX side
+            # has everything once the feed ring holds as many frames (lost frames never come)
+            _drain(rings[2:3], 20)
+            _wait_published(rings[1], done["exchange"]["packets_out"], 5)
+            side_reports = {side: _stop_side(proc) for side, (proc, _) in sides.items()}
+        _drain(rings[1:2], 20)
         for k in lines:
             stats.request_stop(k)
         _collect(events, {f"strategy {s}" for s in range(STRATEGIES)}, 30, done)
         for p in procs:
             p.join(10)
         result = _summary(done, board, duration)
+        if afxdp:
+            result["afxdp"] = {
+                "netns": link.netns, "veth": [link.tx_if, link.rx_if],
+                "sides": {side: {"mode": modes[side],
+                                 **{k: rep[k] for k in ("published", "dropped", "nic_drops",
+                                                        "tx_sent", "tx_errors", "tx_lost")}}
+                          for side, rep in side_reports.items()}}
         if json_out:
             print(json.dumps(result))
         else:
@@ -312,6 +436,13 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
         return 130
     finally:
         board[B_STOP] = 1
+        for proc, _ in sides.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         for p in procs:
             if p.is_alive():
                 p.terminate()
@@ -324,6 +455,8 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
             r.close()
             Ring.remove(n)
             remove_stats(n)
+        if link is not None:
+            link.close()
 
 
 def _poll(events, done, timeout):
@@ -349,6 +482,21 @@ def _drain(rings, timeout):
                         int(r.ctrl[base + L.C_CURSOR]) < head:
                     lagging = True
         if not lagging:
+            return
+        time.sleep(0.02)
+
+
+def _wait_published(ring, want: int, timeout: float) -> None:
+    """Until ``ring`` has published ``want`` slots, or ``timeout`` seconds without progress."""
+    from shm import layout as L
+    last, t = -1, time.monotonic()
+    while True:
+        n = int(ring.ctrl[L.PS_PUBLISHED])
+        if n >= want:
+            return
+        if n != last:
+            last, t = n, time.monotonic()
+        elif time.monotonic() - t > timeout:
             return
         time.sleep(0.02)
 
@@ -383,6 +531,11 @@ def _summary_text(r: dict) -> str:
         lines.append(f"strategy {s}   applied {st['applied']:,} ITCH messages, gaps "
                      f"{st['gaps']}, lost {st['lost']}, signals {st['signals']:,}; latency "
                      f"p50 {_ns(lat['p50'])} p99 {_ns(lat['p99'])} p99.9 {_ns(lat['p99_9'])}")
+    for side, a in r.get("afxdp", {}).get("sides", {}).items():
+        lines.append(f"afxdp {side}     {a['mode']}; " + (
+            f"{a['published']:,} frames into the feed ring, {a['nic_drops']:,} dropped at the "
+            f"socket" if side == "rx" else
+            f"{a['tx_sent']:,} frames sent, {a['tx_errors']:,} errors, {a['tx_lost']:,} lost"))
     lines.append("ok: every strategy applied every published message, in order" if r["ok"]
                  else "NOT OK: a strategy missed messages (see above)")
     return "\n".join(lines)

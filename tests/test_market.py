@@ -89,3 +89,29 @@ def test_market_demo_runs_clean():
     names = os.listdir("/dev/shm") + (os.listdir("/dev/hugepages")
                                       if os.path.isdir("/dev/hugepages") else [])
     assert not [n for n in names if "market-" in n]                 # rings removed
+
+
+def test_market_demo_over_afxdp(need_root):
+    """``hugering market --afxdp``: the feed leaves the exchange through an AF_XDP TX socket,
+    crosses a veth pair, comes back through XDP and an AF_XDP RX socket; every frame the
+    exchange published arrives (sent == received == MoldUDP64 packets out), both strategies
+    apply every message in order, and the namespace and rings are gone afterwards."""
+    p = subprocess.run([sys.executable, "-m", "engine.cli", "market", "--afxdp", "--duration",
+                        "3", "--order-rate", "40k", "--json"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout)
+    assert r["ok"]
+    packets, published = r["exchange"]["packets_out"], r["exchange"]["messages_out"]
+    assert packets > 0 and published > 0.9 * r["order_flow"]["messages"]
+    tx, rx = r["afxdp"]["sides"]["tx"], r["afxdp"]["sides"]["rx"]
+    assert tx["tx_sent"] == rx["published"] == packets
+    assert tx["tx_errors"] == tx["tx_lost"] == rx["dropped"] == rx["nic_drops"] == 0
+    assert "xdp native mode" in rx["mode"] and "TX from ring" in tx["mode"]
+    for s in r["strategies"]:
+        assert s["applied"] == published and s["gaps"] == 0 and s["lost"] == 0
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert r["afxdp"]["netns"].startswith("hm") and r["afxdp"]["netns"] not in netns.split()
+    names = os.listdir("/dev/shm") + (os.listdir("/dev/hugepages")
+                                      if os.path.isdir("/dev/hugepages") else [])
+    assert not [n for n in names if "market-" in n]

@@ -2,7 +2,9 @@
 ``engine.market``."""
 from __future__ import annotations
 
-from engine.cli import _add_json, _rate, _seconds, command
+import sys
+
+from engine.cli import EXIT_RUNTIME, PROG, _add_json, _rate, _seconds, command
 
 
 @command("market", "order flow -> matching engine -> ITCH/MoldUDP64 feed ring -> two strategy "
@@ -14,6 +16,9 @@ def _market(p):
     p.add_argument("--order-rate", type=_rate, default=MK.DEFAULT_ORDER_RATE, metavar="N",
                    help=f"order-entry messages per second, e.g. 50k (default "
                         f"{MK.DEFAULT_ORDER_RATE:,})")
+    p.add_argument("--afxdp", action="store_true",
+                   help="send the feed over a veth pair through AF_XDP (root, libxdp): "
+                        "exchange -> AF_XDP TX -> veth -> XDP -> AF_XDP RX -> strategies")
     p.add_argument("--no-live", action="store_true",
                    help="no refreshing table (a line every 5 s instead)")
     _add_json(p)
@@ -22,5 +27,9 @@ def _market(p):
 
 def _market_run(a) -> int:
     from engine import market as MK
-    return MK.run_market(duration=a.duration, order_rate=a.order_rate, json_out=a.json,
-                         live=False if a.no_live else None)
+    try:
+        return MK.run_market(duration=a.duration, order_rate=a.order_rate, json_out=a.json,
+                             live=False if a.no_live else None, afxdp=a.afxdp)
+    except MK.MarketError as e:
+        print(f"{PROG}: error: market: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
