@@ -58,14 +58,14 @@ def test_results_and_observations_are_rendered_from_the_report():
         {"id": "c", "test": "t::c", "outcome": "skipped", "observed": [], "reason": "needs root",
          "seconds": 0.0, "time_ns": 4, "user": 1000},
         {"id": "b", "test": "t::b", "outcome": "passed", "observed": ["fixed"], "reason": None,
-         "seconds": 1.0, "time_ns": 5, "user": 0},          # the latest run of b wins
+         "seconds": 1.0, "time_ns": 5, "user": 0, "long": True},   # the latest run of b wins
     ]
     table = T.render(defs, rows).splitlines()
     body = [ln for ln in table if ln.startswith("| `")]
     assert body[0] == "| `a` | A | x \\| y | e | pass (2/2) | one / two (3.0 s) |"
-    assert body[1] == "| `b` | B | i | e | pass | fixed (1.0 s) |"
+    assert body[1] == "| `b` | B | i | e | pass | [HUGERING_LONG=1] fixed (1.0 s) |"
     assert body[2] == "| `c` | C | i | e | skipped (needs root) | needs root (0.0 s) |"
     assert body[3] == "| `d` | D | i | e | not run |  |"
-    assert "as root, uid 1000" in table[0]
+    assert "as root, uid 1000" in table[0] and "rows marked [HUGERING_LONG=1]" in table[0]
     cells = T.readme_rows(f"{T.BEGIN}\n" + "\n".join(table) + f"\n{T.END}")
     assert cells[0][:4] == ["`a`", "A", "x | y", "e"]
