@@ -25,7 +25,9 @@ samples taken every ``interval_s`` (defaults: 10 samples, 1 s):
 Either raises the alarm, which then stays raised (latched) until the value falls back below
 the floor: a pool that leaked down to empty stays in alarm; one that drained recovers.  Below
 the floor nothing alarms, however steady the rise (a ring filling to a quarter is a burst, not a
-leak).  What the alarm cannot tell apart: a consumer that never releases, and one that has
+leak).  "Never decreased" is strict: a leak whose sample-to-sample noise is larger than what it
+leaks per interval is only caught once the pool is exhausted (rule 2) -- lengthen the interval
+for slow leaks.  What the alarm cannot tell apart: a consumer that never releases, and one that has
 stopped keeping up -- in a lossless ring both end in a full ring and a stalled producer, which
 is what it is there to say (a dead or stalled consumer is evicted after the ring's
 ``consumer_timeout``, and the count falls back).
