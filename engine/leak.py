@@ -168,7 +168,7 @@ class LeakMonitor:
         self.interval_s = interval_s
         self.slots = _Series("ring slots", "slots", window, floor, min_rise)
         self.pool = _Series("source pool", "buffers", window, floor, min_rise)
-        self.on_change = on_change      # called as on_change(series_name, "raised"|"cleared", report)
+        self.on_change = on_change      # on_change(series name, "raised"/"cleared", report)
         self.samples = 0
         self.last_ns = 0
         self._lock = threading.Lock()

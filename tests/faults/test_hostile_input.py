@@ -14,7 +14,6 @@ import os
 import re
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import redirect_stderr
@@ -284,7 +283,8 @@ def test_malformed_yaml_is_refused_before_anything_is_created(tmp_path, fault_ro
     assert took < 10
     assert not ring_paths("ymd") and not ring_paths("bomb")
     assert not [n for n in os.listdir(B.SHM_DIR) if "ymd" in n or "bomb" in n]
-    fault_row.observe(f"{kind}: exit 2 in {took:.1f} s: \"{p.stderr.strip()[len('hugering: error: '):][:110]}\"")
+    said = p.stderr.strip()[len("hugering: error: "):][:110]
+    fault_row.observe(f"{kind}: exit 2 in {took:.1f} s: \"{said}\"")
 
 
 # --- hostile ring names ----------------------------------------------------------------------------
@@ -361,7 +361,7 @@ def test_hostile_ring_names_are_refused_everywhere(tmp_path, fault_row):
                       f"2, one line; YAML: exit 2; nothing created")
 
 
-# --- hostile filter expressions ------------------------------------------------------------------------
+# --- hostile filter expressions ---------------------------------------------------------------
 FILTERS = {
     "5000 parentheses": ("(" * 5000 + "udp" + ")" * 5000,
                          "expression nested more than 100 levels deep (parentheses)"),

@@ -10,7 +10,6 @@ version, and clearing once the leak stops.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

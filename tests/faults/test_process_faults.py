@@ -283,7 +283,8 @@ def test_consumers_report_end_of_stream_when_the_producer_goes(ring_name, hugetl
             assert r["cursor"] == final and r["last_seq"] == final - 1, r
             assert r["lost"] == r["duplicated"] == r["corrupt"] == 0, r
             assert "end of stream on ring" in stderr_of(cons[i], tmp_path)
-        fault_row.observe(f"{how}: both consumers stopped {max((r['t_ns'] - t_fault) / 1e9 for r in results):.2f} s "
+        slowest = max((r["t_ns"] - t_fault) / 1e9 for r in results)
+        fault_row.observe(f"{how}: both consumers stopped {slowest:.2f} s "
                           f"after the fault, having read all {final:,}: \"{results[0]['status']}\"")
     finally:
         ring.close()
