@@ -83,6 +83,8 @@
 #define MAX_RXQ 1024         /* RX queues over all ports */
 #define IDLE_HEARTBEAT 1024  /* empty polls between idle heartbeats (kernels.HEARTBEAT_EVERY) */
 #define STATS_CHECK 64       /* main-lcore loop passes between two looks at the TSC */
+#define ANCHOR_MS 100        /* the burst clock re-reads CLOCK_REALTIME this often */
+#define FULL_PAUSES 32       /* lossless + wait, ring full: pauses before asking again */
 
 enum ts_mode { TS_CLOCK = 0, TS_PCAP_US = 1, TS_NIC_TICKS = 2 };
 static const char *const TS_NAMES[] = {"clock", "pmd_us", "pmd_nic_clock"};
@@ -121,6 +123,38 @@ struct port_cfg {
     struct rte_eth_dev_info info;
 };
 
+/* CLOCK_REALTIME from the TSC: ns = base_ns + ((tsc - base_tsc) * mult >> 32), re-anchored
+ * every ANCHOR_MS with one clock_gettime.  A TSC read costs a third of the vDSO call, and the
+ * burst's stamp is a tenth of a packet's budget at 100 Mpps; between anchors the error is the
+ * TSC's frequency error over 100 ms (EAL calibrates tsc_hz; nanoseconds at most). */
+struct burst_clock {
+    uint64_t base_tsc, mult, next_anchor, anchor_every;
+    int64_t base_ns;
+};
+
+static void clock_anchor(struct burst_clock *c, uint64_t tsc)
+{
+    c->base_ns = hr_now_ns();
+    c->base_tsc = rte_rdtsc();
+    c->next_anchor = (tsc > c->base_tsc ? tsc : c->base_tsc) + c->anchor_every;
+}
+
+static void clock_init(struct burst_clock *c)
+{
+    uint64_t hz = rte_get_tsc_hz();
+    c->mult = (uint64_t)(((unsigned __int128)1000000000ULL << 32) / hz);
+    c->anchor_every = hz / 1000 * ANCHOR_MS;
+    clock_anchor(c, 0);
+}
+
+static inline int64_t clock_now(struct burst_clock *c)
+{
+    uint64_t tsc = rte_rdtsc();
+    if (unlikely(tsc >= c->next_anchor))
+        clock_anchor(c, tsc);
+    return c->base_ns + (int64_t)(((unsigned __int128)(tsc - c->base_tsc) * c->mult) >> 32);
+}
+
 struct rxq {
     struct port_cfg *port;
     uint16_t queue;
@@ -131,6 +165,8 @@ struct rxq {
     hr_producer prod;
     bool mapped, attached;
     bool wait_full;           /* lossless + wait: reserve before rx_burst */
+    int64_t min_free;         /* wait: fewer free slots than this, pause before polling */
+    struct burst_clock clock; /* private to the lcore polling this queue */
     uint64_t empty_polls;
     /* private counters (final report) */
     uint64_t received, published, dropped, truncated, multiseg, pmd_stamped, full_polls;
@@ -384,6 +420,9 @@ static void open_rings(struct port_cfg *pt)
             die(1, "ring %s: cannot attach as its producer", r->name);
         r->attached = true;
         r->wait_full = r->ring.mode == HR_MODE_LOSSLESS && r->ring.full_policy == HR_FULL_WAIT;
+        r->min_free = r->ring.capacity / 4 < BURST ? (r->ring.capacity / 4 ? r->ring.capacity / 4
+                                                                           : 1)
+                                                   : BURST;
     }
     if (pt->tx_ring[0]) {
         struct txq *t = &txqs[n_txq++];
@@ -585,7 +624,7 @@ static inline void copy_to_slot(struct rxq *r, int64_t j, const struct rte_mbuf 
 static inline void idle_tick(struct rxq *r)
 {
     if (++r->empty_polls % IDLE_HEARTBEAT == 0)
-        hr_producer_idle(&r->prod, hr_now_ns()); /* consumers tell idle from dead */
+        hr_producer_idle(&r->prod, clock_now(&r->clock)); /* consumers tell idle from dead */
 }
 
 static inline void poll_rx(struct rxq *r)
@@ -599,10 +638,19 @@ static inline void poll_rx(struct rxq *r)
         /* lossless + wait: ask the NIC for what fits, so the rest waits in its descriptors
          * (and overflows there, counted as imissed) instead of in mbufs we would hold */
         k = hr_reserve(p, BURST);
-        if (k == 0) {
+        if (k < r->min_free) {
+            /* (nearly) full: every reserve that finds it so re-reads the consumers' cursor
+             * lines, which their releases are writing; asking again at once would bounce
+             * those lines between the cores and slow the very consumer we wait for.  Pause,
+             * then take what fits (as the Python producers do), if anything. */
             r->full_polls++;
-            idle_tick(r);
-            return;
+            for (int i = 0; i < FULL_PAUSES; i++)
+                rte_pause();
+            k = hr_reserve(p, BURST);
+            if (k == 0) {
+                idle_tick(r);
+                return;
+            }
         }
         nb = rte_eth_rx_burst(pt->port_id, r->queue, pkts, (uint16_t)k);
         if (nb == 0) {
@@ -622,7 +670,7 @@ static inline void poll_rx(struct rxq *r)
             r->dropped += (uint64_t)(nb - k);
         }
     }
-    int64_t now = hr_now_ns(); /* one clock read per burst: stamp and heartbeat */
+    int64_t now = clock_now(&r->clock); /* one clock read per burst: stamp and heartbeat */
     if (pt->ts == TS_CLOCK) {
         for (int64_t j = 0; j < k; j++) {
             if (j + 1 < k)
@@ -641,6 +689,14 @@ static inline void poll_rx(struct rxq *r)
         }
     }
     hr_submit(p, k, now); /* P1: one release store of the cursor for the burst */
+    /* The next burst's slots were last read by a consumer on another core: ask for them in
+     * exclusive state now, so their ownership moves while this burst's mbufs are freed and the
+     * next rx_burst runs, not when the copy stores reach them. */
+    for (int64_t j = 0; j < BURST; j++) {
+        const uint8_t *slot = p->slot_bytes + hr_slot_base(p, j) * 8;
+        rte_prefetch0_write(slot);
+        rte_prefetch0_write(slot + HR_LINE);
+    }
     rte_pktmbuf_free_bulk(pkts, nb);
     r->received += nb;
     r->published += (uint64_t)k;
@@ -719,9 +775,13 @@ static int lcore_loop(void *arg)
 {
     struct lcore_work *w = &work[rte_lcore_id()];
     bool is_main = rte_lcore_id() == rte_get_main_lcore();
-    for (unsigned i = 0; i < w->n_rx; i++)
+    for (unsigned i = 0; i < w->n_rx; i++) {
         w->rx[i]->cpu = sched_getcpu();
+        clock_init(&w->rx[i]->clock);
+    }
     __atomic_add_fetch(&lcores_running, 1, __ATOMIC_RELEASE);
+    if (w->n_rx == 0 && w->n_tx == 0 && !is_main)
+        return 0; /* no queue here: the thread sleeps in EAL until the end, no core burnt */
     uint64_t hz = rte_get_tsc_hz();
     uint64_t stats_every = hz / 1000 * stats_ms;
     uint64_t t0 = rte_get_tsc_cycles();
@@ -742,8 +802,6 @@ static int lcore_loop(void *arg)
             if (t >= end)
                 stop_requested = 1;
         }
-        if (w->n_rx == 0 && w->n_tx == 0 && !is_main)
-            rte_pause(); /* an lcore with no queue: nothing to do but wait for the stop */
     }
     return 0;
 }
