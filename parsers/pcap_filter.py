@@ -901,6 +901,14 @@ class _Parser:
             off = self.fold(idx)
             if isinstance(off, _Val):
                 self.error(t, f"only constant offsets are supported in '{t.text}[...]'")
+            if off >= 1 << 31:
+                # libpcap's optimiser adds such an offset to the layer's in 32 bits (ip[-1]
+                # becomes ether[13]) where its interpreter adds it without wrapping (a load
+                # past any packet): tcpdump and tcpdump -O select different packets
+                self.error(t, f"offset {off - (1 << 32) if off >= 1 << 31 else off} in "
+                              f"'{t.text}[...]' is negative (or 2**31 and beyond): libpcap's "
+                              "optimiser and its interpreter disagree on what it selects, so "
+                              "hugering refuses it")
             if size not in (1, 2, 4):
                 self.error(stok or t, "data size must be 1, 2, or 4")
             # ether, link (and libpcap's other link-layer aliases) all mean the frame start
