@@ -288,6 +288,8 @@ def replay(ring_name: str, path, *, hugetlbfs: str | None = None, pps: float | N
             raise PcapError(f"{os.fspath(path)}: link type {bad[0]} is not Ethernet "
                             f"({LINKTYPE_ETHERNET}); a ring carries Ethernet frames", 0)
         if cap.error:
+            if cap.count == 0:                 # damaged before its first packet: an error
+                raise PcapError(cap.error, cap.error_offset or 0, cap)
             log.warning("%s; replaying the %d packets before it", cap.error, cap.count)
         return _run(ring, cap, os.fspath(path), pace, rate, loop, original_timestamps, progress,
                     stop, min(burst, ring.capacity), Producer)

@@ -28,7 +28,8 @@ when the ring is full
 
 exit status
   0 done (a capture damaged part way is replayed up to the damage, with a warning naming the
-  byte offset); 1 the file cannot be read, the ring does not exist or already has a producer;
+  byte offset); 1 the file cannot be read (or is damaged before its first packet), the ring
+  does not exist or already has a producer;
   2 a bad command line; 130 stopped by Ctrl-C or SIGTERM before the last pass (the report is
   still printed)."""
 

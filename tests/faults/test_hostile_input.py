@@ -220,7 +220,7 @@ def test_corrupt_capture_is_reported_and_only_whole_packets_replayed(ring_name, 
     published = int(ring.ctrl[L.P_CURSOR])
     ring.close()
     assert published == before_damage, (published, r.stderr)
-    if kind in ("garbage", "empty", "short-header"):       # not a capture at all: an error
+    if before_damage == 0:           # not a capture at all, or nothing before the damage
         assert r.returncode == 1 and r.stderr.strip() == errors[0], r.stderr
     else:                  # damage after a good header: what came before it, with a warning
         assert r.returncode == 0, r.stderr
