@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 from engine import cli  # noqa: E402
 from engine import config as C  # noqa: E402
+from parsers.pcap import read_capture  # noqa: E402
 from shm import layout as L  # noqa: E402
 from shm.kernels import CS_CURSOR, consumer_slot, peek, release  # noqa: E402
 from shm.ring import Ring  # noqa: E402
@@ -165,18 +166,6 @@ def write_pcap(path: Path, frames: list[bytes], t0: int = 1_700_000_000) -> list
             f.write(struct.pack("<IIII", sec, usec, len(fr), len(fr)) + fr)
             ts.append(sec * 1_000_000_000 + usec * 1000)
     return ts
-
-
-def read_pcap(path: Path) -> list[bytes]:
-    d = path.read_bytes()
-    magic = struct.unpack_from("<I", d)[0]
-    end = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    out, off = [], 24
-    while off + 16 <= len(d):
-        _, _, incl, _ = struct.unpack_from(end + "IIII", d, off)
-        out.append(d[off + 16:off + 16 + incl])
-        off += 16 + incl
-    return out
 
 
 def fnv1a(b: bytes) -> int:
@@ -636,7 +625,8 @@ def test_tx_ring_drains_into_the_port(dpdk_root, rings, tmp_path):
     assert final["ports"][0]["tx"] == {"sent": 600, "dropped": 0, "too_long": 0, "nombuf": 0,
                                        "lost": 0}
     assert final["ports"][0]["opackets"] == 600
-    assert read_pcap(tmp_path / "out.pcap") == frames
+    cap = read_capture(tmp_path / "out.pcap", slot_size=2048)
+    assert [bytes(r["payload"][:int(r["cap_len"])]) for r in cap.slots[:cap.count]] == frames
 
 
 # --- hugering run ------------------------------------------------------------------------------

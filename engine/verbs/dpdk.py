@@ -7,8 +7,9 @@ import json
 import signal
 import sys
 
-from engine.cli import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, PROG, UsageError, command,
-                        fields)
+from engine.cli import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, PROG, UsageError, _ring_name,
+                        _seconds, command, fields)
+from engine.verbs.afxdp import _cpus
 
 EXIT_UNAVAILABLE = 3
 
@@ -44,34 +45,6 @@ stopping
 exit status
   0 done (--duration); 130 stopped by a signal; 1 this machine lacks what the file asks for,
   or the program failed; 2 a bad file or command line; 3 DPDK or its build tools missing."""
-
-
-def _cpus(text: str) -> list[int]:
-    try:
-        v = [int(x) for x in text.split(",")]
-    except ValueError:
-        v = [-1]
-    if not v or any(not 0 <= c < 4096 for c in v):
-        raise argparse.ArgumentTypeError(f"expected a cpu list like 2,3, got {text!r}")
-    return v
-
-
-def _ring_name(text: str) -> str:
-    from shm.backing import RingNameError, validate_name
-    try:
-        return validate_name(text)
-    except RingNameError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 < v < 1e9:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return v
 
 
 @command("dpdk", "receive from a DPDK port (NIC or vdev) into rings, from a dpdk_config file")
