@@ -33,8 +33,10 @@ Both use the same EAL setup (huge pages, ``--huge-unlink``, their own file prefi
 pool size) and the same vdev string.  Reported per source: ``producer_mpps``,
 ``consumer_mpps``, ``consumer_loss`` (packets), ``testpmd_mpps``, ``ratio_vs_testpmd``
 (producer / testpmd, medians over repeats); the top-level keys are those of the source with
-the lowest ratio (``case``), ``consumer_loss`` summed over all sources.  ``--json`` prints one
-object.  Root only (EAL on huge pages); ``dpdk-testpmd`` is in Debian's ``dpdk-dev``.
+the lowest ratio (``case``), ``consumer_loss`` summed over all sources.  Each side busy-polls,
+so it should own its cpu: ``producer_cpu_share`` / ``consumer_cpu_share`` (cpu seconds over the
+window, /proc) say how much of it each had -- under 1, another process took the rest, and the
+rates fall with it (testpmd needs one cpu, the pipeline two).  ``--json`` prints one object.  Root only (EAL on huge pages); ``dpdk-testpmd`` is in Debian's ``dpdk-dev``.
 """
 from __future__ import annotations
 
@@ -203,6 +205,12 @@ def run_testpmd(dev: str, opts) -> dict:
     return {"mpps": float(np.median(steady)) / 1e6, "periods": len(steady)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_hugering(dev: str, opts) -> dict:
     from engine import config as C
     from engine.producers import dpdk as D
@@ -232,9 +240,11 @@ def run_hugering(dev: str, opts) -> dict:
                     + int(ring.ctrl[L.PS_NIC_DROPS]))
         with D.DpdkProducer(plan) as p:
             time.sleep(opts.warmup)
+            cpu0 = cpu_seconds(p.pid), cpu_seconds(cons.pid)
             t0, pub0, del0, loss0 = snap()
             time.sleep(opts.seconds)
             t1, pub1, del1, loss1 = snap()
+            cpu1 = cpu_seconds(p.pid), cpu_seconds(cons.pid)
             final = p.stop()
         out, err = cons.communicate(timeout=60)
         rep = json.loads(out.strip().splitlines()[-1])
@@ -251,19 +261,24 @@ def run_hugering(dev: str, opts) -> dict:
     return {"producer_mpps": (pub1 - pub0) / dt / 1e6, "consumer_mpps": (del1 - del0) / dt / 1e6,
             "consumer_loss": loss1 - loss0, "published": published,
             "full_polls": final["ports"][0]["queues"][0]["full_polls"],
-            "imissed": final["ports"][0]["imissed"], "memory": plan.memory}
+            "imissed": final["ports"][0]["imissed"], "memory": plan.memory,
+            # each side busy-polls: a share under 1 is a cpu taken by another process
+            "producer_cpu_share": (cpu1[0] - cpu0[0]) / dt,
+            "consumer_cpu_share": (cpu1[1] - cpu0[1]) / dt}
 
 
 # --- main ------------------------------------------------------------------------------------
 def table(res: dict) -> str:
     rows = [[c, r["producer_mpps"], r["consumer_mpps"], r["consumer_loss"], r["testpmd_mpps"],
-             r["ratio_vs_testpmd"]] for c, r in res["cases"].items()]
+             r["ratio_vs_testpmd"], f"{r['producer_cpu_share']:.2f}/{r['consumer_cpu_share']:.2f}"]
+            for c, r in res["cases"].items()]
     head = (f"DPDK producer into a lossless ring ({res['slots']} slots of {res['slot_size']} B, "
             f"{FRAME} B frames), consumer '{res['consumer']}' on cpu {res['cpus'][0]}, "
             f"producer / testpmd lcore on cpu {res['cpus'][1]}; medians of {res['repeats']} "
             f"repeats of {res['seconds']} s")
     return head + "\n" + BC.format_table(
-        ["source", "producer Mpps", "consumer Mpps", "loss", "testpmd Mpps", "ratio"], rows)
+        ["source", "producer Mpps", "consumer Mpps", "loss", "testpmd Mpps", "ratio",
+         "cpu share p/c"], rows)
 
 
 def main(argv=None) -> int:
@@ -326,6 +341,8 @@ def main(argv=None) -> int:
                 "consumer_mpps": med(r["consumer_mpps"] for r in runs["hugering"]),
                 "consumer_loss": int(sum(r["consumer_loss"] for r in runs["hugering"])),
                 "testpmd_mpps": t, "ratio_vs_testpmd": p / t if t else None,
+                "producer_cpu_share": med(r["producer_cpu_share"] for r in runs["hugering"]),
+                "consumer_cpu_share": med(r["consumer_cpu_share"] for r in runs["hugering"]),
                 "runs": runs}
     worst = min(out_cases, key=lambda c: out_cases[c]["ratio_vs_testpmd"] or 0)
     w = out_cases[worst]
