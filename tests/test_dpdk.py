@@ -375,6 +375,21 @@ def test_seed_as_written_is_refused_naming_each_key_it_lacks(capsys):
     assert out == ""
 
 
+def test_committed_adapted_seed_differs_from_the_seed_in_three_values_only():
+    """tests/configs/dpdk_seed_net_null.yaml (README's example) is the seed with core_mask,
+    socket_mem and device_id adapted to a 2-core, one-node machine without the NIC."""
+    seed, ours = C.load(SEED).to_dict(), C.load(SEED.with_name("dpdk_seed_net_null.yaml"))
+    assert ours.dpdk.eal_arguments.core_mask == "0x2" and ours.dpdk.ports[0].device_id == \
+        "net_null0" and ours.dpdk.eal_arguments.socket_mem == (64,)
+    d = ours.to_dict()
+    d["dpdk_config"]["eal_arguments"].update(core_mask="0xFC", socket_mem="4096,4096")
+    d["dpdk_config"]["ports"][0]["device_id"] = "0000:04:00.0"
+    assert d == seed
+    if 1 in C._online_cpus():      # what the seed lacked here, this file does not
+        assert not [x for x in C.machine_problems(ours)
+                    if ".core_mask:" in x or "NUMA node" in x or ".device_id:" in x]
+
+
 def adapted_seed(device: str, core: int) -> str:
     """The seed's block with exactly core_mask, socket_mem and device_id changed."""
     text = SEED.read_text()
