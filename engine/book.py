@@ -123,6 +123,7 @@ from numba.extending import intrinsic
 
 from parsers import itch as I
 from parsers.itch import be8, be16, be32, be64
+from shm.pointers import data_pointer
 
 # --- the layout table (word offsets in ``b``) -------------------------------------------------
 HEADER_FIELDS = (
@@ -182,8 +183,14 @@ SIDE_BID, SIDE_ASK = 0, 1
 TOP_SCAN = 8                         # levels scanned linearly from the top before bisecting
 
 # _nrt=False: nothing here allocates, and with NRT each call would incref and decref its array
-# (atomic read-modify-writes).  Helpers are left to LLVM to inline or call (a call passes one
-# array struct); only the tiny ones are inlined at Numba IR level.
+# (atomic read-modify-writes).  The kernels on a message's path (the update kernels, _apply, the
+# order-table probes, the level search and join) are inlined at Numba IR level (``_KI``):
+# gcc -O2 inlines their twins in tools/reference/itch_ref.c on its own, LLVM does not across
+# Numba functions, and the calls -- one array struct of 7 words each -- cost ~20 % of a message
+# (bench_itch, 1,000 stocks: ~71 -> ~57 ns; the first compile takes ~15 s instead of ~4).
+# The rest (removal shifts, queries) stay ordinary calls.  The message loops (``apply_itch``,
+# ``apply_itch_blocks``) hand the kernels the state's data pointer instead of the array: the
+# same source, typed for a ``CPointer``, indexes without Numba's negative-index fix-up.
 _K = dict(cache=True, nogil=True, _nrt=False)
 _KI = dict(inline="always", **_K)
 
@@ -304,7 +311,7 @@ def rec_of(b, i):
     return TABLE + REC_WORDS * i
 
 
-@njit(**_K)
+@njit(**_KI)
 def rec_find(b, ref):
     """Word offset of the order ``ref``, or -1."""
     mask = b[H_MASK]
@@ -318,7 +325,7 @@ def rec_find(b, ref):
         i = (i + 1) & mask
 
 
-@njit(**_K)
+@njit(**_KI)
 def rec_slot_for(b, ref):
     """Word offset of the empty slot where ``ref`` goes, or -1 when ``ref`` is already there.
     (The caller keeps the load at most 1/2, so an empty slot always exists.)"""
@@ -368,7 +375,7 @@ def side_index(side):
     return -1
 
 
-@njit(**_K)
+@njit(**_KI)
 def level_search(t, kb, stride, n, key):
     """Index of the first of the ``n`` sorted levels at ``t[kb:]`` (``stride`` words each, the
     key first) whose key is ``>= key`` (n when none): a linear scan of the top TOP_SCAN levels
@@ -411,7 +418,7 @@ def _remove_level(b, sb, i):
     b[sb + S_NLEV] = n - 1
 
 
-@njit(**_K)
+@njit(**_KI)
 def _join_level(b, sb, key, shares):
     """Add one order of ``shares`` at ``key`` to the side block ``sb``; returns the level's
     birth stamp, or 0 when the order is hidden (side full, price deeper than every level)."""
@@ -447,7 +454,7 @@ def _join_level(b, sb, key, shares):
     return birth
 
 
-@njit(**_K)
+@njit(**_KI)
 def _take(b, r, q, gone):
     """Take ``q`` shares of the order at ``b[r:]`` off its level (and the order itself off the
     level when ``gone``)."""
@@ -482,7 +489,7 @@ def _gone(b, r):
 
 
 # --- the update kernels ---------------------------------------------------------------------
-@njit(**_K)
+@njit(**_KI)
 def book_add(b, locate, order_ref, side, shares, price):
     """ITCH A/F: a new order.  Returns ST_OK, ST_HIDDEN or a refusal (see module doc)."""
     loc = np.int64(locate)
@@ -543,19 +550,19 @@ def _reduce(b, order_ref, shares, c_ops, c_shares):
     return st
 
 
-@njit(**_K)
+@njit(**_KI)
 def book_execute(b, order_ref, shares):
     """ITCH E/C: ``shares`` of the order executed; at 0 the order is removed (ST_REMOVED)."""
     return _reduce(b, order_ref, shares, C_EXECUTE, C_EXEC_SHARES)
 
 
-@njit(**_K)
+@njit(**_KI)
 def book_cancel(b, order_ref, shares):
     """ITCH X: ``shares`` cancelled (partial cancel; at 0 the order is removed)."""
     return _reduce(b, order_ref, shares, C_CANCEL, C_CANCEL_SHARES)
 
 
-@njit(**_K)
+@njit(**_KI)
 def book_delete(b, order_ref):
     """ITCH D: the order is removed whatever it has left."""
     r = rec_find(b, np.int64(order_ref))
@@ -569,7 +576,7 @@ def book_delete(b, order_ref):
     return ST_OK
 
 
-@njit(**_K)
+@njit(**_KI)
 def book_replace(b, old_ref, new_ref, shares, price):
     """ITCH U: order ``old_ref`` leaves the book and ``new_ref`` joins it (same instrument and
     side, at the back of its level).  Refused whole (nothing changes) when ``old_ref`` is
@@ -694,10 +701,10 @@ def apply_itch(b, buf, off, end):
     if n == 0 or end - off < n:
         b[C_ITCH_BAD] += 1
         return ST_BAD_MESSAGE
-    return _apply(b, buf, off, t)
+    return _apply(data_pointer(b), buf, off, t)
 
 
-@njit(**_K)
+@njit(**_KI)
 def _apply(b, buf, off, t):
     # the order flow in the order of its frequency in a real day (D and A lead, then U, E, X)
     if t == I.MSG_ORDER_DELETE:
@@ -739,6 +746,7 @@ def apply_itch_blocks(b, buf, off, end):
     work on the blocks in between."""
     mask = b[H_MASK]
     bits = b[H_BITS]
+    bp = data_pointer(b)                # the kernels index the state without wrap-around checks
     pf = off
     for _ in range(PREFETCH_AHEAD):
         if end - pf < 2:
@@ -754,7 +762,7 @@ def apply_itch_blocks(b, buf, off, end):
         if n == 0 or I.MSG_LEN[buf[off + 2]] != n:
             b[C_ITCH_BAD] += 1
         else:
-            _apply(b, buf, off + 2, buf[off + 2])
+            _apply(bp, buf, off + 2, buf[off + 2])
         off += 2 + n
     return off
 
