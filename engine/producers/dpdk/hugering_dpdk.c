@@ -15,7 +15,7 @@
  * as its single producer, and to TXRING (lossless) as a consumer.
  *
  * Data path, per RX queue, on the lcore it is assigned to (--queue-lcores, else round robin
- * over the EAL lcores, the main lcore first):
+ * over the EAL lcores, the main lcore first; an lcore left without a queue sleeps):
  *
  *   rte_eth_rx_burst(32) ─► hr_reserve ─► copy each mbuf (all segments) into its slot
  *     ─► hr_submit: one release store of the cursor per burst ─► rte_pktmbuf_free_bulk
@@ -30,7 +30,8 @@
  * Timestamps: the PMD's RX timestamp (mbuf dynamic field) when the mbuf carries the flag --
  * net_pcap fills it in microseconds without advertising the offload, a NIC with
  * RTE_ETH_RX_OFFLOAD_TIMESTAMP in device clock ticks (calibrated against CLOCK_REALTIME at
- * start) -- otherwise one CLOCK_REALTIME read per burst, which is also the heartbeat.
+ * start) -- otherwise one clock read per burst (the TSC, as CLOCK_REALTIME: burst_clock), which
+ * is also the heartbeat.
  *
  * Transmit: a port with TXRING drains it into TX queue 0 on the lcore of its RX queue 0: a
  * burst of slots, copied into mbufs of the port's pool, rte_eth_tx_burst; what the NIC did not
