@@ -188,9 +188,12 @@ class HostPeer:
 
 
 def start_tcpdump(hp: HostPeer, path: Path, expr: str) -> subprocess.Popen:
-    """tcpdump on the sender's end, egress only: the frames exactly as the kernel sent them."""
-    p = hp.popen("tcpdump", "-i", hp.peer, "-Q", "out", "-U", "-n", "-w", str(path), expr,
-                 text=True)
+    """tcpdump on the sender's end, egress only: the frames exactly as the kernel sent them.
+    Immediate mode (else libpcap reads the kernel's capture ring a block at a time, and frames
+    in the block still open at SIGINT are counted as received but never written) and a 32 MiB
+    buffer (a burst of 400 frames overran the default one)."""
+    p = hp.popen("tcpdump", "-i", hp.peer, "-Q", "out", "--immediate-mode", "-B", "32768",
+                 "-U", "-n", "-w", str(path), expr, text=True)
     deadline = time.monotonic() + 10
     line = ""
     while "listening on" not in line:
@@ -203,6 +206,9 @@ def stop_tcpdump(p: subprocess.Popen) -> None:
     time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     p.wait(timeout=10)
+    stats = p.stderr.read()
+    assert re.search(r"^0 packets dropped by kernel$", stats, re.M), \
+        f"the tcpdump oracle lost frames: {stats}"
 
 
 def read_pcap(path: Path) -> list[bytes]:
