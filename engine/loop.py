@@ -410,6 +410,9 @@ class ConsumerEngine:
                     self.status = STATUS_NAMES.get(st, str(st))
                     if stopping:
                         self.status = f"signal {signal.Signals(stopping[0]).name}"
+                    # the producer's news of the last chunk too (a new producer that published
+                    # its whole stream within one chunk still gets its line and the report)
+                    self._producer_event()
                     break
                 if self._producer_event() and on_producer_gone == "stop":
                     self.status = f"end of stream: {self.end_of_stream}"

@@ -11,6 +11,7 @@ heartbeat (``heartbeat_ns``: written at every ``submit`` and every idle tick,
 state      meaning                                                 end of stream
 =========  ======================================================  ==============
 never      no producer has attached yet (start time 0)             no: wait
+starting   its pid exists, no heartbeat since it attached          no: wait
 live       its pid exists, heartbeat younger than the timeout      no
 detached   pid 0 after one attached: it closed cleanly             yes
 dead       the recorded pid is gone, or is a zombie                yes
@@ -23,6 +24,12 @@ lossless producer blocked on a full ring is never mistaken for a dead one, since
 then not drained.  ``dead`` is seen at the next check; ``stale`` after ``timeout_s`` without a
 heartbeat.  A producer started later on the same ring (``Producer`` resumes at the cursor)
 makes the state ``live`` again; ``ProducerWatch`` reports both transitions once each.
+
+``starting``: a producer is timed only from its first heartbeat.  Between attaching and its
+first publish or idle tick it may be compiling its loop (tens of seconds with a cold Numba
+cache: the matching engine of ``hugering market``), waiting for a NIC, or replaying a file it
+is still reading; calling that "stale" would end every consumer's stream before it began.
+A producer that hangs before its first heartbeat is therefore reported only if it dies.
 
 Who calls: any process that has the ring mapped, from Python (not the hot path): the engine's
 driver checks it between loop chunks (``engine.loop.ConsumerEngine.run``), ``hugering stat``
@@ -43,7 +50,7 @@ GONE = ("detached", "dead", "stale")
 
 @dataclass
 class ProducerStatus:
-    state: str                     # never / live / detached / dead / stale
+    state: str                     # never / starting / live / detached / dead / stale
     pid: int                       # the recorded pid (0: none or detached)
     cursor: int                    # the producer's cursor when read
     heartbeat_age_s: float | None  # None: no heartbeat ever
@@ -87,6 +94,10 @@ def producer_status(ring, timeout_s: float = DEFAULT_TIMEOUT_S,
                               and _is_zombie(pid)):
         return ProducerStatus("dead", pid, cursor, age,
                               f"producer pid {pid} died at seq {cursor}{seen}")
+    if beat < started:                 # attached, no heartbeat of its own yet: not timed
+        return ProducerStatus("starting", pid, cursor, age,
+                              f"producer pid {pid} attached {age:.1f} s ago and has not "
+                              f"published yet")
     if age_ns is not None and age_ns > timeout_s * 1e9:
         return ProducerStatus("stale", pid, cursor, age,
                               f"producer pid {pid} exists but has been silent for {age:.1f} s "

@@ -51,6 +51,7 @@ def main() -> int:
     rep = eng.run(on_producer_gone=a.get("on_producer_gone", "report"),
                   producer_timeout=a.get("producer_timeout", 1.0), on_chunk=on_chunk,
                   handle_signals=False)
+    on_chunk(eng)                # what the engine learnt in its last chunk (run checks it too)
     st = eng.state
     emit("result", t_ns=time.time_ns(), status=rep["status"], end_of_stream=rep["end_of_stream"],
          producer=rep["producer"], received=rep["received"], handled=rep["handled"],
