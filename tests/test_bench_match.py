@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import bench_common as BC  # noqa: E402
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 needs_cc = pytest.mark.skipif(BC.find_cc() is None, reason="needs a C compiler (gcc)")
 
 

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import bench_common as BC  # noqa: E402
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 pytest.importorskip("dpkt", reason="needs the bench extra (pip install -e .[bench])")
 pytest.importorskip("pypacker", reason="needs the bench extra (pip install -e .[bench])")
 needs_cc = pytest.mark.skipif(BC.find_cc() is None, reason="needs a C compiler (gcc)")

@@ -22,6 +22,8 @@ TOOLS = ROOT / "tools"
 sys.path.insert(0, str(TOOLS))
 import bench_common as BC  # noqa: E402
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 BREAKDOWN = ("interpreter_s", "import_s", "construct_s", "warm_up_s", "run_to_handler_s",
              "run_to_return_s", "handler_first_packet_s", "first_packet_s")
 OPTIONAL = ("run_to_handler_s", "handler_first_packet_s")

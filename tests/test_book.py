@@ -28,6 +28,8 @@ from parsers import itch as I
 from engine.book import (Books, best_ask, best_bid, book_add, book_cancel, book_delete,
                          book_execute, book_replace, depth, level_count, order_shares)
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ADD, EXEC, CANCEL, DELETE, REPLACE = range(5)

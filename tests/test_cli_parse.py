@@ -14,6 +14,8 @@ from engine import cli
 from parsers.pcap import write_pcap
 from shm.layout import slot_dtype
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 MAC = bytes.fromhex("020000000001") + bytes.fromhex("020000000002")
 TS0 = 1_700_000_000_123_456_789
 

@@ -34,6 +34,8 @@ from shm import layout as L
 sys.path.insert(0, str(Path(__file__).parent))
 import test_filters_tcpdump as T  # noqa: E402  (frame builders and corpus)
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 U32 = F.U32
 

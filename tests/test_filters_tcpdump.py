@@ -36,7 +36,8 @@ from shm import layout as L
 
 TCPDUMP = shutil.which("tcpdump") or ("/usr/sbin/tcpdump" if os.path.exists("/usr/sbin/tcpdump")
                                       else None)
-pytestmark = pytest.mark.skipif(TCPDUMP is None, reason="needs tcpdump (apt-get install tcpdump)")
+pytestmark = [pytest.mark.skipif(TCPDUMP is None, reason="needs tcpdump (apt-get install tcpdump)"),
+              pytest.mark.pure]       # computation only: as root, as any user (conftest)
 
 
 # --- frame builders ---------------------------------------------------------------------------

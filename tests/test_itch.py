@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 
 from parsers import itch as I
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 UNDER_BOUNDSCHECK = os.environ.get("NUMBA_BOUNDSCHECK", "") == "1"
 

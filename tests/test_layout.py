@@ -10,6 +10,8 @@ import pytest
 
 from shm import layout as L
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 
 def test_committed_c_header_matches_table():
     committed = L.header_path().read_text()

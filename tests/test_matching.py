@@ -27,6 +27,8 @@ from engine.matching import (MatchingEngine, blocks, cancel_order, enter_order, 
                              process_stream, replace_order)
 from parsers import itch as I
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 BUY, SELL = 0, 1
 

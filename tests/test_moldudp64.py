@@ -19,6 +19,8 @@ from numba import njit
 from parsers import itch as I
 from parsers import moldudp64 as M
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 settings.register_profile(

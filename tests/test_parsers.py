@@ -27,6 +27,8 @@ import naive_parsers as N  # noqa: E402
 from naive_parsers import (EOL, NOP, arp, chain, eth, ext, icmp, ip4, ip6, ipv4, ipv6,  # noqa: E402
                            llc_frame, opt_mss, opt_sack, opt_sack_perm, opt_ts, opt_ws, tcp, udp)
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 FLAG_BY_NAME = {v: k for k, v in R.FLAG_NAMES.items()}
 

@@ -41,6 +41,8 @@ from parsers.l2l4 import parse_bytes
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import naive_parsers as N  # noqa: E402
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 UNDER_BOUNDSCHECK = os.environ.get("NUMBA_BOUNDSCHECK", "") == "1"
 

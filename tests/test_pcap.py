@@ -12,6 +12,8 @@ import pytest
 from parsers import pcap as P
 from shm import layout as L
 
+pytestmark = pytest.mark.pure          # computation only: as root, as any user (conftest)
+
 FRAMES = [bytes((i * 7 + k) & 0xFF for k in range(n)) for i, n in
           enumerate([60, 64, 1514, 14, 300, 9000, 0, 128])]
 TS = [1_700_000_000_123_456_789 + i * 1_000_003 for i in range(len(FRAMES))]
