@@ -55,6 +55,7 @@ class ProducerStatus:
     cursor: int                    # the producer's cursor when read
     heartbeat_age_s: float | None  # None: no heartbeat ever
     message: str
+    started_ns: int = 0            # when this producer attached (which producer it is)
 
     @property
     def gone(self) -> bool:
@@ -87,22 +88,26 @@ def producer_status(ring, timeout_s: float = DEFAULT_TIMEOUT_S,
     seen = "" if age is None else f" (last heartbeat {age:.1f} s ago)"
     if pid == 0:
         if started == 0 and beat == 0:
-            return ProducerStatus("never", 0, cursor, age, "no producer has attached yet")
+            return ProducerStatus("never", 0, cursor, age, "no producer has attached yet",
+                                  started)
         return ProducerStatus("detached", 0, cursor, age,
-                              f"the producer detached (closed cleanly) at seq {cursor}{seen}")
+                              f"the producer detached (closed cleanly) at seq {cursor}{seen}",
+                              started)
     if not pid_alive(pid) or (age_ns is not None and age_ns > ZOMBIE_CHECK_AFTER_NS
                               and _is_zombie(pid)):
         return ProducerStatus("dead", pid, cursor, age,
-                              f"producer pid {pid} died at seq {cursor}{seen}")
+                              f"producer pid {pid} died at seq {cursor}{seen}", started)
     if beat < started:                 # attached, no heartbeat of its own yet: not timed
         return ProducerStatus("starting", pid, cursor, age,
                               f"producer pid {pid} attached {age:.1f} s ago and has not "
-                              f"published yet")
+                              f"published yet", started)
     if age_ns is not None and age_ns > timeout_s * 1e9:
         return ProducerStatus("stale", pid, cursor, age,
                               f"producer pid {pid} exists but has been silent for {age:.1f} s "
-                              f"(timeout {timeout_s:g} s: stopped or hung) at seq {cursor}")
-    return ProducerStatus("live", pid, cursor, age, f"producer pid {pid} is live{seen}")
+                              f"(timeout {timeout_s:g} s: stopped or hung) at seq {cursor}",
+                              started)
+    return ProducerStatus("live", pid, cursor, age, f"producer pid {pid} is live{seen}",
+                          started)
 
 
 class ProducerWatch:
@@ -110,7 +115,9 @@ class ProducerWatch:
 
     ``check(cursor)`` with the consumer's cursor returns ``("end", status)`` the first time
     the producer is gone and the consumer has read all it published, ``("back", status)`` the
-    first time a producer is live again after that, and None otherwise."""
+    first time a producer is live again after that -- or a new one has attached since, even if
+    it is already gone again (a short stream published and closed between two checks) -- and
+    None otherwise."""
 
     def __init__(self, ring, timeout_s: float = DEFAULT_TIMEOUT_S):
         if not timeout_s > 0:
@@ -128,7 +135,8 @@ class ProducerWatch:
                 self.ended = st
                 return "end", st
             return None
-        if st.state == "live":
+        if st.state == "live" or (st.started_ns != self.ended.started_ns
+                                  and st.state in ("detached", "dead", "stale")):
             self.ended = None
             return "back", st
         return None

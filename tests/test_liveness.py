@@ -35,3 +35,27 @@ def test_states_from_attach_to_detach(ring_name):
         assert st.state == "detached" and st.gone and "closed cleanly" in st.message
     finally:
         ring.close()
+
+
+def test_a_new_producer_that_came_and_went_between_two_checks_is_reported(ring_name):
+    """After an end of stream, a second producer publishes its whole (short) stream and
+    detaches before the consumer looks again: the watch still reports it came back (then the
+    new end), instead of leaving the consumer believing it never returned."""
+    ring = Ring.create(ring_name, slots=64, slot_size=64, shm=True)
+    try:
+        watch = LV.ProducerWatch(ring, timeout_s=1.0)
+        with ring.producer() as p:
+            p.publish([b"a" * 60])
+        ev = watch.check(1)
+        assert ev[0] == "end" and ev[1].state == "detached"
+        first = ev[1].started_ns
+        time.sleep(0.001)
+        with ring.producer() as p:
+            p.publish([b"b" * 60, b"c" * 60])
+        ev = watch.check(1)
+        assert ev[0] == "back" and ev[1].state == "detached" and ev[1].started_ns > first
+        ev = watch.check(3)
+        assert ev[0] == "end" and ev[1].cursor == 3
+        assert watch.check(3) is None
+    finally:
+        ring.close()
