@@ -28,11 +28,8 @@ return after a bounded number of empty polls / full reserves and Python calls
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import select
-import signal
 import sys
 import time
 import traceback
@@ -50,6 +47,7 @@ from shm import kernels as K  # noqa: E402
 from shm import layout as L  # noqa: E402
 from shm.atomics import load_relaxed  # noqa: E402
 from shm.clock import now_ns  # noqa: E402
+from tools.soak import Commands, Idle, die_with_parent, emit  # noqa: E402  (one protocol)
 
 END_ID = 0x454E44   # "END": producer-id word of the end-of-stream marker
 
@@ -339,73 +337,6 @@ def consume_lossy(ctrl, words, cstate, out, st, burst, max_calls, max_empty):
 
 
 # --- process plumbing ------------------------------------------------------------------------
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:                     # the parent is already gone
-        os._exit(3)
-
-
-def emit(event: str, **fields) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
-
-
-class Commands:
-    """Lines from stdin, read without blocking between bursts."""
-
-    def __init__(self):
-        self.buf = b""
-        self.fd = sys.stdin.fileno()
-        self.closed = False
-
-    def poll(self) -> list[str]:
-        out = []
-        while not self.closed and select.select([self.fd], [], [], 0)[0]:
-            chunk = os.read(self.fd, 4096)
-            if not chunk:
-                self.closed = True
-                break
-            self.buf += chunk
-        while b"\n" in self.buf:
-            line, self.buf = self.buf.split(b"\n", 1)
-            out.append(line.decode().strip())
-        return out
-
-    def wait(self, word: str, timeout: float = 120.0) -> str:
-        """Block until a command starting with ``word``; returns the rest of its line."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.poll():
-                if line.split(" ", 1)[0] == word:
-                    return line[len(word):].strip()
-            if self.closed or time.monotonic() > deadline:
-                raise SystemExit(f"no {word!r} command on stdin")
-            select.select([self.fd], [], [], 0.05)
-
-
-class Idle:
-    """Spin-then-yield-then-sleep, at Python level between @njit bursts."""
-
-    def __init__(self, yields: int = 200, sleep: float = 0.0002):
-        self.n = 0
-        self.yields = yields
-        self.sleep = sleep
-
-    def busy(self) -> None:
-        self.n = 0
-
-    def idle(self) -> None:
-        self.n += 1
-        if self.n < self.yields:
-            os.sched_yield()
-        else:
-            time.sleep(self.sleep)
-
-
 def run_producer(a: dict, cmds: Commands) -> None:
     ring = Ring.open(a["ring"], writable_slots=True)
     if a.get("wait_attach", False):         # started ahead, attaches on command (a restart)
@@ -659,7 +590,7 @@ ROLES = {"producer": run_producer, "consumer": run_consumer,
 
 
 def main(argv: list[str]) -> int:
-    _die_with_parent()
+    die_with_parent()
     role, args = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
     try:
         ROLES[role](args, Commands())

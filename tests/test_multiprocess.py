@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ import pytest
 
 from shm import Ring
 from shm import layout as L
+from tools import soak
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -52,24 +51,18 @@ def _cache_dir() -> str:
 ENV = dict(os.environ, NUMBA_CACHE_DIR=_cache_dir(), PYTHONUNBUFFERED="1")
 
 
-class WorkerDied(AssertionError):
-    pass
+WorkerDied = soak.WorkerError
 
 
-class Worker:
-    """One worker process: JSON events on its stdout, commands on its stdin."""
+class Worker(soak.Worker):
+    """One ``mp_workers.py`` process (the soak tool's protocol): JSON events on its stdout,
+    commands on its stdin, its stderr kept in ``logdir`` and quoted when an event is missing."""
 
     def __init__(self, role: str, logdir: Path, tag: str, **args):
-        self.role, self.tag = role, tag
         self.errpath = logdir / f"{tag}.stderr"
         self._err = open(self.errpath, "w+b")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKERS), role, json.dumps(args)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=ENV,
-            cwd=str(ROOT))
-        self.pid = self.proc.pid
-        self._buf = b""
-        self.events: list[dict] = []
+        super().__init__(role, "", tag, env=ENV, stderr=self._err,
+                         argv=[sys.executable, str(WORKERS), role, json.dumps(args)])
 
     def stderr_tail(self, n: int = 3000) -> str:
         try:
@@ -77,57 +70,12 @@ class Worker:
         except OSError:
             return ""
 
-    def expect(self, event: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while True:
-            while b"\n" in self._buf:
-                line, self._buf = self._buf.split(b"\n", 1)
-                msg = json.loads(line)
-                self.events.append(msg)
-                if msg.get("event") == event:
-                    return msg
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerDied(f"{self.tag}: no {event!r} event within {timeout} s; "
-                                 f"stderr:\n{self.stderr_tail()}")
-            if select.select([fd], [], [], min(left, 0.5))[0]:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    rc = self.proc.wait(timeout=5)
-                    raise WorkerDied(f"{self.tag} exited (rc {rc}) before {event!r}; "
-                                     f"stderr:\n{self.stderr_tail()}")
-                self._buf += chunk
-
-    def send(self, line: str) -> None:
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL without reaping: the pid stays a zombie (it still exists) until ``reap``."""
-        if self.proc.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def reap(self, timeout: float = 10) -> int:
-        return self.proc.wait(timeout=timeout)
+    def detail(self) -> str:
+        return f"; stderr:\n{self.stderr_tail()}"
 
     def close(self) -> None:
-        self.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        for f in (self.proc.stdin, self.proc.stdout, self._err):
-            try:
-                f.close()
-            except (OSError, BrokenPipeError):
-                pass
+        super().close()
+        self._err.close()
 
 
 @pytest.fixture(scope="module")

@@ -295,7 +295,7 @@ def consume_lossy(ctrl, words, cstate, out, st, gaps, burst, budget, max_empty):
 
 
 # --- worker plumbing -------------------------------------------------------------------------
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -553,13 +553,18 @@ class Worker:
                     return msg
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WorkerError(f"{self.tag}: no {event!r} within {timeout} s")
+                raise WorkerError(f"{self.tag}: no {event!r} within {timeout} s{self.detail()}")
             if select.select([fd], [], [], min(left, 0.5))[0]:
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     rc = self.proc.wait(timeout=5)
-                    raise WorkerError(f"{self.tag} exited (status {rc}) before {event!r}")
+                    raise WorkerError(f"{self.tag} exited (status {rc}) before {event!r}"
+                                      f"{self.detail()}")
                 self._buf += chunk
+
+    def detail(self) -> str:
+        """More to say when an event does not come (a subclass adds the worker's stderr)."""
+        return ""
 
     def send(self, line: str) -> None:
         self.proc.stdin.write(line.encode() + b"\n")
@@ -567,6 +572,17 @@ class Worker:
 
     def signal(self, sig: int) -> None:
         os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL without reaping: the pid stays a zombie (it still exists) until ``reap``."""
+        if self.proc.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def reap(self, timeout: float = 10) -> int:
+        return self.proc.wait(timeout=timeout)
 
     def close(self) -> None:
         if self.proc.returncode is None:
@@ -766,7 +782,7 @@ def main(argv=None) -> int:
     p.add_argument("--args", default="{}", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.role:
-        _die_with_parent()
+        die_with_parent()
         args = json.loads(a.args)
         args["ring"] = a.ring
         ROLES[a.role](args, Commands())
