@@ -48,3 +48,13 @@ def test_quick_json():
     assert r["machine"]["nproc"] >= 1 and r["cpu"] == cpu
     assert r["ratio_vs_c"] == pytest.approx(r["c_ns"] / r["hugering_ns"])
     assert r["speedup_vs_dpkt"] == pytest.approx(r["dpkt_ns"] / r["hugering_ns"])
+
+
+def test_the_default_burst_is_the_engines():
+    """The benchmark times the loop a consumer runs: the same burst as ConsumerEngine's."""
+    import inspect
+
+    import bench_parse
+    from engine.loop import ConsumerEngine
+    assert bench_parse.DEFAULTS["burst"] == \
+        inspect.signature(ConsumerEngine).parameters["burst"].default
