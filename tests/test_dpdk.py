@@ -531,6 +531,40 @@ def test_sigterm_stops_within_a_second_beside_a_second_instance(dpdk_root, rings
     assert procs[1].returncode == cli.EXIT_INTERRUPTED
 
 
+def test_kill_9_then_a_restart_resumes_the_ring_and_sweeps_the_dead_runs_directory(
+        dpdk_root, rings, tmp_path):
+    """kill -9 of the DPDK program: the CLI says how it died; EAL's runtime directory of that
+    run is left (nothing could remove it) and the next start removes it and says so; the new
+    producer attaches to the same ring and publishes on from the cursor."""
+    r = rings("k", slots=1024, slot_size=64, mode="lossy")
+    f = tmp_path / "k.yaml"
+    f.write_text(dpdk_doc("net_null0"))
+    cmd = [sys.executable, "-m", "engine.cli", "dpdk", str(f), "--ring", r.name, "--json"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=ROOT)
+    try:
+        wait_for(lambda: r.info()["producer"]["published"] > 1000, what="the ring fills")
+        pid = r.info()["producer"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        out, err = first.communicate(timeout=20)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == cli.EXIT_RUNTIME and "exited with status -9" in err, err
+    runtime = json.loads(out.splitlines()[0])["startup"]["eal"]["runtime_dir"]
+    assert os.path.isdir(runtime)                    # what a killed run leaves behind
+    cut = r.info()["producer"]["cursor"]
+    p = subprocess.run(cmd[:-1] + ["--duration", "1"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    name = os.path.basename(runtime)
+    assert f"removed the EAL runtime directory of 1 killed run ({name})" in p.stderr, p.stderr
+    assert not os.path.exists(runtime)
+    info = r.info()["producer"]
+    assert info["pid"] == 0 and info["cursor"] > cut     # resumed on the same ring, detached
+
+
 # --- observability and overload -----------------------------------------------------------------
 def test_nic_drops_and_pool_counts_reach_the_ring(dpdk_root, rings, tmp_path):
     """Scenario A: a lossless + wait ring that nobody drains stops the producer polling; the

@@ -28,7 +28,8 @@ producer that shares its machine needs:
   startup note says why.  Not ``--in-memory``: EAL then keeps no shared configuration and drops
   ``-n`` (``rte_memory_get_nchannel()`` reads 0, so ``memory_channels`` would be ignored);
 * a file prefix of its own (``file_prefix`` as written, else ``hugering-PID-N``) so that several
-  producers run side by side; the program removes its runtime directory at exit;
+  producers run side by side; the program removes its runtime directory at exit, and the next
+  launch removes those of runs killed with -9 (``sweep_stale_runtime_dirs``, in the notes);
 * devices: ``-a ADDRESS`` for a PCI port, ``--vdev=STRING`` for a virtual one, and ``--no-pci``
   when no port is PCI -- EAL must not probe the machine's other NICs;
 * ``--no-telemetry``, ``--log-level=notice``.
@@ -144,6 +145,36 @@ def port_pool(dpdk: C.DpdkConfig, port: int) -> C.BufferPool:
     return dpdk.buffer_pools[port % len(dpdk.buffer_pools)]
 
 
+def runtime_base() -> Path:
+    """Where EAL keeps its runtime directories (``eal_get_runtime_dir``): /var/run/dpdk for
+    root, else $XDG_RUNTIME_DIR/dpdk (or /tmp/dpdk)."""
+    if os.geteuid() == 0:
+        return Path("/var/run/dpdk")
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / "dpdk"
+
+
+def sweep_stale_runtime_dirs(base: Path | None = None) -> list[str]:
+    """Remove the EAL runtime directories of our own file prefixes (``hugering-PID-N``) whose
+    process is gone: a run stopped cleanly removes its directory, one killed with -9 cannot,
+    and each run has a prefix of its own, so they would pile up.  Returns the names removed."""
+    from shm.clock import pid_alive
+    base = base or runtime_base()
+    removed = []
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return removed
+    for name in names:
+        parts = name.split("-")
+        if len(parts) != 3 or parts[0] != "hugering" or not parts[1].isdigit() \
+                or not parts[2].isdigit() or pid_alive(int(parts[1])):
+            continue
+        shutil.rmtree(base / name, ignore_errors=True)
+        if not (base / name).exists():
+            removed.append(name)
+    return removed
+
+
 def launch_plan(cfg: C.Config, port: int = 0, ring: str | None = None,
                 tx_ring: str | None = None, cpus: list[int] | None = None,
                 memory: str = "auto", file_prefix: str | None = None,
@@ -198,6 +229,10 @@ def launch_plan(cfg: C.Config, port: int = 0, ring: str | None = None,
                      "socket_mem is not applied")
     else:
         argv.append("--huge-unlink")       # the map files go as soon as they are mapped
+    stale = sweep_stale_runtime_dirs()
+    if stale:
+        notes.append(f"removed the EAL runtime director{'y' if len(stale) == 1 else 'ies'} of "
+                     f"{len(stale)} killed run{'s' * (len(stale) > 1)} ({', '.join(stale)})")
     prefix = eal.file_prefix or file_prefix or f"hugering-{os.getpid()}-{next(_prefixes)}"
     if "--file-prefix" not in argv:
         argv += ["--file-prefix", prefix]
