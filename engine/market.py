@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -318,6 +319,40 @@ def _ns(v) -> str:
     return f"{v / 1e3:,.1f} us" if v >= 10_000 else f"{v:,} ns"
 
 
+def sweep_stale(out) -> None:
+    """Rings (and stats regions, and --afxdp namespaces) of demo runs whose process is gone:
+    a run killed with -9 cannot remove them, and its rings hold huge pages the next run needs.
+    Names carry the demo's pid (``market-feed-PID``, ``hm<PID>``), so a live run's are kept."""
+    import re
+
+    from engine.stats import remove as remove_stats
+    from shm.backing import list_rings
+    from shm.clock import pid_alive
+    from shm.ring import Ring
+    gone = set()
+    for name, _ in list_rings():
+        m = re.fullmatch(r"market-(orders|feed|feedtx|txrx)-(\d+)", name)
+        if m and not pid_alive(int(m.group(2))):
+            try:
+                Ring.remove(name)
+                remove_stats(name)
+                gone.add(name)
+            except Exception:                  # another user's, or just removed: leave it
+                pass
+    lines = []
+    if os.geteuid() == 0 and shutil.which("ip"):
+        r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        lines = r.stdout.splitlines() if r.returncode == 0 else []
+    for line in lines:
+        m = re.fullmatch(r"hm(\d+)", line.split()[0]) if line.split() else None
+        if m and not pid_alive(int(m.group(1))):
+            subprocess.run(["ip", "netns", "del", m.group(0)], capture_output=True)
+            gone.add(f"netns {m.group(0)}")
+    if gone:
+        print(f"hugering market: removed what killed runs left: {', '.join(sorted(gone))}",
+              file=out, flush=True)
+
+
 def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_ORDER_RATE,
                json_out: bool = False, live: bool | None = None, afxdp: bool = False) -> int:
     """The whole demo; returns the exit status.  ``afxdp``: the feed over a veth pair through
@@ -341,6 +376,7 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
     if live is None:
         live = out.isatty() and not json_out
     try:
+        sweep_stale(out)
         if afxdp:
             link = Link(pid).open()
         rings.append(Ring.create(names[0], slots=4096, slot_size=256, full_policy="wait"))

@@ -75,10 +75,17 @@ def test_strategy_books_equal_the_matching_engines_books(ring_name):
 
 
 def test_market_demo_runs_clean():
+    """The demo runs clean, and first removes the rings a run killed with -9 left behind."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()                                    # a pid that no longer runs
+    stale = [f"market-orders-{dead.pid}", f"market-feed-{dead.pid}"]
+    for n in stale:
+        Ring.create(n, slots=64, slot_size=64).close()
     p = subprocess.run([sys.executable, "-m", "engine.cli", "market", "--duration", "3",
                         "--order-rate", "40k", "--json"], capture_output=True, text=True,
                        cwd=ROOT, timeout=900)
     assert p.returncode == 0, p.stderr
+    assert f"removed what killed runs left: {', '.join(sorted(stale))}" in p.stderr, p.stderr
     r = json.loads(p.stdout)
     assert r["ok"]
     published = r["exchange"]["messages_out"]
