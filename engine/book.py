@@ -48,13 +48,14 @@ orders               64, 4 * capacity                the order table: open addre
                                                      side; 0 = empty slot; birth 0 = hidden);
                                                      linear probing from ``ht_home``,
                                                      backward-shift deletion, load <= 1/2
-sides                b[H_SIDES], 2 * (max_instr+1)   one block per book side ``bs = 2 * locate
-                     * (8 + 4 * L)                   + side``: [S_NLEV, S_HIDDEN, 6 spare],
-                                                     then L levels of 4 words: LV_KEY,
-                                                     LV_SHARES, LV_ORDERS, LV_BIRTH.
-                                                     Levels are sorted *ascending by key*
-                                                     (key = price for bids, -price for asks),
-                                                     so the best level is always the last one
+heads                b[H_HEADS], 2 * 2 * (max_instr  per book side ``si = 2 * locate + side``
+                     + 1) (rounded up to a line)     its head: S_NLEV (levels shown), S_HIDDEN
+sides                b[H_SIDES], 2 * (max_instr+1)   one block per book side ``si``: its L
+                     * (KW + 4 * L), KW = L          level keys (key = price for bids, -price
+                     rounded up to 8                 for asks) sorted *ascending*, so the best
+                                                     level is always the last one; then, from
+                                                     word KW, each level's figures in 4 words:
+                                                     LV_SHARES, LV_ORDERS, LV_BIRTH, spare
 ===================  ==============================  ========================================
 
 Why the orders sit in the hash table itself: a message then costs one cache miss for its order
@@ -71,12 +72,19 @@ the helpers stay ordinary (cheap) calls and compile fast.  It also lets the book
 int64 buffer (a hugepage mapping another process can watch).  ``hidden`` is the count of open
 orders of a side that are not on a visible level (see overload below).
 
+Why the keys apart from the figures, and the heads apart from the levels: a search reads keys
+only, eight to a cache line, so the top eight levels are one line (they were four with the key
+beside its figures), and counts them without a branch (``key_search``); the level it lands on
+costs one more line.  The heads (2 words a side, 32 KB for 1,000 stocks) stay in cache, where a
+head at the start of each side block was one more miss a message.  (C twin, bench_itch's
+1,000-stock day: 60 -> 57 ns a message for the keys, -> 55 for the heads.)
+
 Why a sorted array per side and not a price ladder: ITCH prices of one stock span a wide range
 (a stray order far from the market is common), so a ladder needs either a huge range or
 re-centring; a sorted array costs memory only for levels that exist.  Keeping the best level
 at the *end* makes the common case cheap: most adds, executes and cancels land within a few
 levels of the top, so the insert/remove shift moves only the few better levels, and the
-lookup scans the top ``TOP_SCAN`` levels linearly before falling back to a binary search.
+lookup scans the top blocks of keys before falling back to a binary search.
 The order keeps its level's *birth stamp* rather than an index (indices move as levels come
 and go); the stamp tells an order whose level was evicted from one that is still shown.
 (``tools/bench_match.py`` reports the measured book updates/s.)
@@ -131,7 +139,7 @@ HEADER_FIELDS = (
     ("words", "total words of the state"),
     ("table", "word offset of the order table"),
     ("sides", "word offset of the first book-side block"),
-    ("side_words", "words per book-side block: 8 + LEVEL_WORDS * max_levels"),
+    ("side_words", "words per book-side block: key_words + LEVEL_WORDS * max_levels"),
     ("max_levels", "L, levels per side"),
     ("table_mask", "order table capacity - 1"),
     ("table_bits", "log2 of the order table capacity"),
@@ -139,9 +147,11 @@ HEADER_FIELDS = (
     ("max_instruments", "locates 1..max_instruments"),
     ("birth", "last level birth stamp handed out"),
     ("open_orders", "orders open now"),
+    ("heads", "word offset of the side heads (HEAD_WORDS per book side)"),
+    ("key_words", "words of a side's key array: max_levels rounded up to a cache line"),
 )
 (H_MAGIC, H_WORDS, H_TABLE, H_SIDES, H_SIDE_WORDS, H_L, H_MASK, H_BITS, H_MAX_ORDERS,
- H_MAX_INSTR, H_BIRTH, H_OPEN) = range(len(HEADER_FIELDS))
+ H_MAX_INSTR, H_BIRTH, H_OPEN, H_HEADS, H_KEY_WORDS) = range(len(HEADER_FIELDS))
 HEADER_WORDS = 16
 COUNTERS = 16                        # counters region: words 16..47
 N_COUNTERS = 32
@@ -151,11 +161,13 @@ REC_FIELDS = ("R_REF", "R_PRICE", "R_SHARES", "R_META")
 R_REF, R_PRICE, R_SHARES, R_META = range(REC_WORDS)
 # R_META = birth << META_BIRTH | locate << 1 | side; 0 marks an empty slot (locate >= 1)
 META_BIRTH = 17
-SIDE_HEAD = 8                        # per book side: S_NLEV, S_HIDDEN, 6 spare, then levels
+HEAD_WORDS = 2                       # per book side, in the dense heads region: levels, hidden
 S_NLEV, S_HIDDEN = 0, 1
-LEVEL_WORDS = 4                      # a level: key, shares, orders, birth (two per cache line)
-LV_KEY, LV_SHARES, LV_ORDERS, LV_BIRTH = 0, 1, 2, 3
-BOOK_MAGIC = int.from_bytes(b"HRBOOK02", "little")
+LEVEL_WORDS = 4                      # a level's figures: shares, orders, birth, spare (two a line)
+LV_SHARES, LV_ORDERS, LV_BIRTH = 0, 1, 2
+KEY_BLOCK = 8                        # keys compared at once by key_search (one cache line)
+KEY_BLOCKS_SCANNED = 4               # blocks scanned from the top before key_search bisects
+BOOK_MAGIC = int.from_bytes(b"HRBOOK03", "little")
 PREFETCH_AHEAD = 8                   # apply_itch_blocks: blocks between prefetch and use
 
 COUNTER_NAMES = (
@@ -180,7 +192,7 @@ STATUS_NAMES = {ST_OK: "ok", ST_REMOVED: "removed", ST_HIDDEN: "hidden", ST_CLAM
                 ST_BAD_ARG: "bad_arg", ST_BAD_MESSAGE: "bad_message"}
 
 SIDE_BID, SIDE_ASK = 0, 1
-TOP_SCAN = 8                         # levels scanned linearly from the top before bisecting
+TOP_SCAN = 8                         # level_search: levels scanned linearly before bisecting
 
 # _nrt=False: nothing here allocates, and with NRT each call would incref and decref its array
 # (atomic read-modify-writes).  The kernels on a message's path (the update kernels, _apply, the
@@ -198,7 +210,7 @@ _KI = dict(inline="always", **_K)
 # --- the hash table (shared with engine/matching.py) ------------------------------------------
 def ht_geometry(max_entries: int) -> tuple[int, int]:
     """(capacity, bits) of a table for ``max_entries`` keys at load <= 1/2: capacity a power
-    of two, ``bits = log2(capacity)`` (the width of the folds in ``ht_home``)."""
+    of two, ``bits = log2(capacity)``."""
     cap = 16
     while cap < 2 * max_entries:
         cap *= 2
@@ -211,24 +223,24 @@ def ht_clear(t: np.ndarray, base: int, capacity: int) -> None:
 
 
 @njit(**_KI)
-def ht_home(key, bits, mask):
-    """Home slot of ``key``: the key folded onto itself in ``bits``-wide chunks.  Sequential
-    keys (ITCH order refs, a client's user refs) land in consecutive slots, so the entries of
-    the orders open at any moment (mostly recent ones) share cache lines, where a
-    multiplicative hash would scatter them over the table, a cache miss per lookup.  Folding
-    every chunk in keeps keys that differ only in their high bits apart."""
-    h = key
-    s = bits
-    while s < 64:
-        h ^= key >> s
-        s += bits
+def ht_home(key, mask):
+    """Home slot of ``key``: the key's four 16-bit chunks XORed together, then its two low
+    bytes, so every bit of the key reaches the low byte (keys that differ only in their high
+    bits stay apart) while sequential keys (ITCH order refs, a client's user refs) keep their
+    order within each aligned run of 256 (XOR with a constant): the entries of the orders open
+    at any moment (mostly recent ones) share cache lines, where a multiplicative hash would
+    scatter them over the table, a cache miss per lookup.  Fixed shifts: a fold in
+    log2(capacity)-wide chunks took a loop of variable shifts, ~50 more instructions a message
+    in bench_itch's C twin (cachegrind)."""
+    h = key ^ (key >> 16) ^ (key >> 32) ^ (key >> 48)
+    h ^= h >> 8
     return h & mask
 
 
 @njit(**_K)
-def ht_find(t, base, mask, bits, key):
+def ht_find(t, base, mask, key):
     """Value stored under ``key`` in the table at ``t[base:]``, or -1."""
-    i = ht_home(key, bits, mask)
+    i = ht_home(key, mask)
     while True:
         v = t[base + 2 * i + 1]
         if v < 0:
@@ -239,10 +251,10 @@ def ht_find(t, base, mask, bits, key):
 
 
 @njit(**_K)
-def ht_insert(t, base, mask, bits, key, val):
+def ht_insert(t, base, mask, key, val):
     """Store ``key -> val`` (val >= 0); False (nothing stored) if the key is already there.
     The caller keeps the load at most 1/2, so a free slot always exists."""
-    i = ht_home(key, bits, mask)
+    i = ht_home(key, mask)
     while True:
         j = base + 2 * i
         if t[j + 1] < 0:
@@ -255,10 +267,10 @@ def ht_insert(t, base, mask, bits, key, val):
 
 
 @njit(**_K)
-def ht_remove(t, base, mask, bits, key):
+def ht_remove(t, base, mask, key):
     """Remove ``key``; returns its value or -1.  Backward-shift deletion: the entries after the
     hole that could not sit at their home slot move back, so lookups never need tombstones."""
-    i = ht_home(key, bits, mask)
+    i = ht_home(key, mask)
     while True:
         v = t[base + 2 * i + 1]
         if v < 0:
@@ -271,7 +283,7 @@ def ht_remove(t, base, mask, bits, key):
         j = (j + 1) & mask
         if t[base + 2 * j + 1] < 0:
             break
-        k = ht_home(t[base + 2 * j], bits, mask)
+        k = ht_home(t[base + 2 * j], mask)
         # entry j may fill hole i iff its home k is not cyclically within (i, j]
         if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
             t[base + 2 * i] = t[base + 2 * j]
@@ -315,7 +327,7 @@ def rec_of(b, i):
 def rec_find(b, ref):
     """Word offset of the order ``ref``, or -1."""
     mask = b[H_MASK]
-    i = ht_home(ref, b[H_BITS], mask)
+    i = ht_home(ref, mask)
     while True:
         r = TABLE + REC_WORDS * i
         if b[r + R_META] == 0:
@@ -330,7 +342,7 @@ def rec_slot_for(b, ref):
     """Word offset of the empty slot where ``ref`` goes, or -1 when ``ref`` is already there.
     (The caller keeps the load at most 1/2, so an empty slot always exists.)"""
     mask = b[H_MASK]
-    i = ht_home(ref, b[H_BITS], mask)
+    i = ht_home(ref, mask)
     while True:
         r = TABLE + REC_WORDS * i
         if b[r + R_META] == 0:
@@ -345,7 +357,6 @@ def rec_remove(b, r):
     """Empty the slot at word offset ``r``; the records after it that could not sit at their
     home slot move back (backward-shift deletion: lookups never meet a tombstone)."""
     mask = b[H_MASK]
-    bits = b[H_BITS]
     i = (r - TABLE) // REC_WORDS
     j = i
     while True:
@@ -353,7 +364,7 @@ def rec_remove(b, r):
         rj = TABLE + REC_WORDS * j
         if b[rj + R_META] == 0:
             break
-        k = ht_home(b[rj + R_REF], bits, mask)
+        k = ht_home(b[rj + R_REF], mask)
         if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
             ri = TABLE + REC_WORDS * i
             b[ri + R_REF] = b[rj + R_REF]
@@ -405,49 +416,101 @@ def level_search(t, kb, stride, n, key):
 
 
 @njit(**_KI)
-def side_base(b, loc, s):
-    return b[H_SIDES] + (2 * loc + s) * b[H_SIDE_WORDS]
-
-
-@njit(**_K)
-def _remove_level(b, sb, i):
-    n = b[sb + S_NLEV]
-    r = sb + SIDE_HEAD
-    for w in range(r + LEVEL_WORDS * i, r + LEVEL_WORDS * (n - 1)):
-        b[w] = b[w + LEVEL_WORDS]      # the better levels move down one (few: near the top)
-    b[sb + S_NLEV] = n - 1
+def key_search(t, kb, n, key):
+    """Index of the first of the ``n`` ascending keys at ``t[kb:]`` that is ``>= key`` (n when
+    none).  From the top (the best level is last), one block of KEY_BLOCK keys -- one cache
+    line -- at a time: when the block's lowest key is below ``key`` the answer is inside it
+    and is the block's start plus how many of its keys are below ``key``, counted without a
+    branch (LLVM turns the fixed 8-key count into a few vector compares).  Most activity is
+    within a block or two of the top (bench_itch's day: half the searches land in the top 8
+    levels, 95 % in the top 32); below KEY_BLOCKS_SCANNED blocks it bisects.  (The scan that
+    stopped at the first key below: a mispredicted exit on most searches, ~5 % slower in C.)"""
+    hi = n
+    for _ in range(KEY_BLOCKS_SCANNED):
+        if hi < KEY_BLOCK:
+            c = 0
+            for j in range(hi):
+                c += t[kb + j] < key
+            return c
+        lo = kb + hi - KEY_BLOCK
+        if t[lo] < key:
+            c = 0
+            for j in range(KEY_BLOCK):
+                c += t[lo + j] < key
+            return hi - KEY_BLOCK + c
+        hi -= KEY_BLOCK
+    lo = 0                             # t[kb + hi] >= key is known
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if t[kb + mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @njit(**_KI)
-def _join_level(b, sb, key, shares):
-    """Add one order of ``shares`` at ``key`` to the side block ``sb``; returns the level's
-    birth stamp, or 0 when the order is hidden (side full, price deeper than every level)."""
-    n = b[sb + S_NLEV]
-    r = sb + SIDE_HEAD
-    i = level_search(b, r, LEVEL_WORDS, n, key)
-    v = r + LEVEL_WORDS * i
-    if i < n and b[v + LV_KEY] == key:             # fast path: an existing level
+def side_keys(b, si):
+    """Word offset of book side ``si``'s key array (``si = 2 * locate + side``); its levels'
+    figures follow at ``+ b[H_KEY_WORDS]``."""
+    return b[H_SIDES] + si * b[H_SIDE_WORDS]
+
+
+@njit(**_KI)
+def side_head(b, si):
+    """Word offset of book side ``si``'s head (S_NLEV, S_HIDDEN) in the dense heads region."""
+    return b[H_HEADS] + HEAD_WORDS * si
+
+
+@njit(**_K)
+def _remove_level(b, si, i):
+    h = side_head(b, si)
+    n = b[h + S_NLEV]
+    kb = side_keys(b, si)
+    for w in range(kb + i, kb + n - 1):
+        b[w] = b[w + 1]                # the better levels move down one (few: near the top)
+    fb = kb + b[H_KEY_WORDS]
+    for w in range(fb + LEVEL_WORDS * i, fb + LEVEL_WORDS * (n - 1)):
+        b[w] = b[w + LEVEL_WORDS]
+    b[h + S_NLEV] = n - 1
+
+
+@njit(**_KI)
+def _join_level(b, si, key, shares):
+    """Add one order of ``shares`` at ``key`` to book side ``si``; returns the level's birth
+    stamp, or 0 when the order is hidden (side full, price deeper than every level)."""
+    h = side_head(b, si)
+    n = b[h + S_NLEV]
+    kb = side_keys(b, si)
+    fb = kb + b[H_KEY_WORDS]
+    i = key_search(b, kb, n, key)
+    v = fb + LEVEL_WORDS * i
+    if i < n and b[kb + i] == key:                 # fast path: an existing level
         b[v + LV_SHARES] += shares
         b[v + LV_ORDERS] += 1
         return b[v + LV_BIRTH]
     if n == b[H_L]:                                # slow path: side full
         if i == 0:
-            b[sb + S_HIDDEN] += 1
+            b[h + S_HIDDEN] += 1
             b[C_HIDDEN_ADD] += 1
             return 0
-        b[sb + S_HIDDEN] += b[r + LV_ORDERS]       # evict the deepest level
+        b[h + S_HIDDEN] += b[fb + LV_ORDERS]       # evict the deepest level
         b[C_LEVEL_EVICTED] += 1
         i -= 1
-        v = r + LEVEL_WORDS * i
-        for w in range(r, v):
+        v = fb + LEVEL_WORDS * i
+        for w in range(kb, kb + i):
+            b[w] = b[w + 1]
+        for w in range(fb, v):
             b[w] = b[w + LEVEL_WORDS]
     else:
-        for w in range(r + LEVEL_WORDS * n - 1, v - 1, -1):
-            b[w + LEVEL_WORDS] = b[w]              # the better levels move up one
-        b[sb + S_NLEV] = n + 1
+        for w in range(kb + n - 1, kb + i - 1, -1):
+            b[w + 1] = b[w]                        # the better levels move up one
+        for w in range(fb + LEVEL_WORDS * n - 1, v - 1, -1):
+            b[w + LEVEL_WORDS] = b[w]
+        b[h + S_NLEV] = n + 1
     birth = b[H_BIRTH] + 1
     b[H_BIRTH] = birth
-    b[v + LV_KEY] = key
+    b[kb + i] = key
     b[v + LV_SHARES] = shares
     b[v + LV_ORDERS] = 1
     b[v + LV_BIRTH] = birth
@@ -460,26 +523,27 @@ def _take(b, r, q, gone):
     level when ``gone``)."""
     meta = b[r + R_META]
     side = meta & 1
-    sb = side_base(b, (meta >> 1) & 0xFFFF, side)
+    si = 2 * ((meta >> 1) & 0xFFFF) + side
+    h = side_head(b, si)
     birth = meta >> META_BIRTH
     if birth != 0:
         key = b[r + R_PRICE]
         if side == SIDE_ASK:
             key = -key
-        lr = sb + SIDE_HEAD
-        n = b[sb + S_NLEV]
-        i = level_search(b, lr, LEVEL_WORDS, n, key)
-        v = lr + LEVEL_WORDS * i
+        kb = side_keys(b, si)
+        n = b[h + S_NLEV]
+        i = key_search(b, kb, n, key)
+        v = kb + b[H_KEY_WORDS] + LEVEL_WORDS * i
         if i < n and b[v + LV_BIRTH] == birth:
             b[v + LV_SHARES] -= q
             if gone:
                 c = b[v + LV_ORDERS] - 1
                 b[v + LV_ORDERS] = c
                 if c == 0:
-                    _remove_level(b, sb, i)
+                    _remove_level(b, si, i)
             return
     if gone:                                       # a hidden order (never or no longer shown)
-        b[sb + S_HIDDEN] -= 1
+        b[h + S_HIDDEN] -= 1
 
 
 @njit(**_KI)
@@ -511,7 +575,7 @@ def book_add(b, locate, order_ref, side, shares, price):
         return ST_DUP_REF
     b[H_OPEN] += 1
     p = np.int64(price)
-    birth = _join_level(b, side_base(b, loc, s), p if s == SIDE_BID else -p, q)
+    birth = _join_level(b, 2 * loc + s, p if s == SIDE_BID else -p, q)
     b[r + R_REF] = ref
     b[r + R_PRICE] = p
     b[r + R_SHARES] = q
@@ -600,7 +664,7 @@ def book_replace(b, old_ref, new_ref, shares, price):
     loc = (meta >> 1) & 0xFFFF
     s = meta & 1
     p = np.int64(price)
-    birth = _join_level(b, side_base(b, loc, s), p if s == SIDE_BID else -p, q)
+    birth = _join_level(b, 2 * loc + s, p if s == SIDE_BID else -p, q)
     r = rec_slot_for(b, new)
     b[r + R_REF] = new
     b[r + R_PRICE] = p
@@ -616,12 +680,13 @@ def _best(b, locate, s):
     loc = np.int64(locate)
     if loc < 1 or loc > b[H_MAX_INSTR]:
         return np.int64(0), np.int64(0), np.int64(0)
-    sb = side_base(b, loc, s)
-    n = b[sb + S_NLEV]
+    si = 2 * loc + s
+    n = b[side_head(b, si) + S_NLEV]
     if n == 0:
         return np.int64(0), np.int64(0), np.int64(0)
-    v = sb + SIDE_HEAD + LEVEL_WORDS * (n - 1)
-    k = b[v + LV_KEY]
+    kb = side_keys(b, si)
+    k = b[kb + n - 1]
+    v = kb + b[H_KEY_WORDS] + LEVEL_WORDS * (n - 1)
     return (k if s == SIDE_BID else -k), b[v + LV_SHARES], b[v + LV_ORDERS]
 
 
@@ -644,7 +709,7 @@ def level_count(b, locate, side):
     s = side_index(side)
     if loc < 1 or loc > b[H_MAX_INSTR] or s < 0:
         return 0
-    return b[side_base(b, loc, s) + S_NLEV]
+    return b[side_head(b, 2 * loc + s) + S_NLEV]
 
 
 @njit(**_K)
@@ -654,7 +719,7 @@ def hidden_count(b, locate, side):
     s = side_index(side)
     if loc < 1 or loc > b[H_MAX_INSTR] or s < 0:
         return 0
-    return b[side_base(b, loc, s) + S_HIDDEN]
+    return b[side_head(b, 2 * loc + s) + S_HIDDEN]
 
 
 @njit(**_K)
@@ -665,12 +730,14 @@ def depth(b, locate, side, k, out):
     s = side_index(side)
     if loc < 1 or loc > b[H_MAX_INSTR] or s < 0:
         return 0
-    sb = side_base(b, loc, s)
-    n = b[sb + S_NLEV]
+    si = 2 * loc + s
+    n = b[side_head(b, si) + S_NLEV]
+    kb = side_keys(b, si)
+    fb = kb + b[H_KEY_WORDS]
     m = min(np.int64(k), np.int64(out.shape[0]), n)
     for j in range(m):
-        v = sb + SIDE_HEAD + LEVEL_WORDS * (n - 1 - j)
-        kk = b[v + LV_KEY]
+        v = fb + LEVEL_WORDS * (n - 1 - j)
+        kk = b[kb + n - 1 - j]
         out[j, 0] = kk if s == SIDE_BID else -kk
         out[j, 1] = b[v + LV_SHARES]
         out[j, 2] = b[v + LV_ORDERS]
@@ -745,7 +812,6 @@ def apply_itch_blocks(b, buf, off, end):
     from its order ref (at offset 11 in every order message), so its cache miss overlaps the
     work on the blocks in between."""
     mask = b[H_MASK]
-    bits = b[H_BITS]
     bp = data_pointer(b)                # the kernels index the state without wrap-around checks
     pf = off
     for _ in range(PREFETCH_AHEAD):
@@ -757,7 +823,7 @@ def apply_itch_blocks(b, buf, off, end):
         if end - off - 2 < n:
             break
         if end - pf >= 2 + 19:
-            _prefetch(b, TABLE + REC_WORDS * ht_home(be64(buf, pf + 2 + 11), bits, mask))
+            _prefetch(b, TABLE + REC_WORDS * ht_home(be64(buf, pf + 2 + 11), mask))
             pf += 2 + be16(buf, pf)
         if n == 0 or I.MSG_LEN[buf[off + 2]] != n:
             b[C_ITCH_BAD] += 1
@@ -771,11 +837,14 @@ def apply_itch_blocks(b, buf, off, end):
 def book_layout(max_instruments: int, max_orders: int, max_levels: int) -> dict[str, int]:
     """Region offsets (words) of a state with these sizes; ``words`` is its total size."""
     cap, bits = ht_geometry(max_orders)
-    sides = TABLE + REC_WORDS * cap
-    side_words = SIDE_HEAD + LEVEL_WORDS * max_levels
-    words = sides + 2 * (max_instruments + 1) * side_words
-    return dict(table=TABLE, sides=sides, side_words=side_words, words=words,
-                capacity=cap, bits=bits)
+    heads = TABLE + REC_WORDS * cap
+    n_sides = 2 * (max_instruments + 1)
+    sides = heads + -(-HEAD_WORDS * n_sides // 8) * 8          # on a cache line
+    key_words = -(-max_levels // 8) * 8                        # the figures on a line too
+    side_words = key_words + LEVEL_WORDS * max_levels
+    words = sides + n_sides * side_words
+    return dict(table=TABLE, heads=heads, sides=sides, side_words=side_words,
+                key_words=key_words, words=words, capacity=cap, bits=bits)
 
 
 def aligned_zeros(words: int) -> np.ndarray:
@@ -790,8 +859,8 @@ class Books:
     ``max_orders`` open orders over all of them and ``max_levels`` visible price levels per
     side, as one int64 array ``self.state`` (the kernels' ``b``).  Setup only.
 
-    Memory: 32 B x capacity (a power of two >= 2 x max_orders) for the orders, and 2 x (64 +
-    32 x max_levels) B per instrument for its levels (1,000 instruments x 256 levels: 16 MB).
+    Memory: 32 B x capacity (a power of two >= 2 x max_orders) for the orders, and 2 x (16 +
+    40 x max_levels) B per instrument for its levels (1,000 instruments x 256 levels: 20 MB).
     """
 
     def __init__(self, max_instruments: int, max_orders: int, max_levels: int = 256):
@@ -804,6 +873,8 @@ class Books:
         b[H_TABLE] = TABLE
         b[H_SIDES] = lay["sides"]
         b[H_SIDE_WORDS] = lay["side_words"]
+        b[H_HEADS] = lay["heads"]
+        b[H_KEY_WORDS] = lay["key_words"]
         b[H_L] = max_levels
         b[H_MASK] = lay["capacity"] - 1
         b[H_BITS] = lay["bits"]
@@ -836,6 +907,7 @@ class Books:
         lay = self.layout
         rows = [("header", 0, HEADER_WORDS), ("counters", COUNTERS, N_COUNTERS),
                 ("orders", TABLE, REC_WORDS * lay["capacity"]),
+                ("heads", lay["heads"], lay["sides"] - lay["heads"]),
                 ("sides", lay["sides"], lay["words"] - lay["sides"])]
         return "\n".join(f"{n:<9s} @{o:<10d} {w:>10d} words" for n, o, w in rows)
 
@@ -844,7 +916,7 @@ __all__ = [
     "Books", "book_layout", "book_add", "book_execute", "book_cancel", "book_delete",
     "book_replace", "apply_itch", "apply_itch_blocks", "best_bid", "best_ask", "depth",
     "level_count", "hidden_count", "order_shares", "rec_find",
-    "ht_geometry", "ht_clear", "ht_find", "ht_insert", "ht_remove", "level_search",
+    "ht_geometry", "ht_clear", "ht_find", "ht_insert", "ht_remove", "level_search", "key_search",
     "side_index", "aligned_zeros",
     "COUNTER_NAMES", "STATUS_NAMES", "SIDE_BID", "SIDE_ASK",
     "ST_OK", "ST_REMOVED", "ST_HIDDEN", "ST_CLAMPED", "ST_IGNORED", "ST_UNKNOWN_REF",

@@ -405,7 +405,7 @@ def _free_slot(e, s):
 
 @njit(**_KI)
 def _find(e, uref):
-    return ht_find(e, e[H_HT], e[H_HT_MASK], e[H_HT_BITS], uref)
+    return ht_find(e, e[H_HT], e[H_HT_MASK], uref)
 
 
 @njit(**_K)
@@ -429,7 +429,7 @@ def _rest(e, out, o, loc, side, uref, qty, price):
     e[os_ + R_SIDE] = side
     e[os_ + R_PRICE] = price
     e[os_ + R_QTY] = qty
-    ht_insert(e, e[H_HT], e[H_HT_MASK], e[H_HT_BITS], uref, s)
+    ht_insert(e, e[H_HT], e[H_HT_MASK], uref, s)
     e[C_RESTED] += 1
     return _out_add(e, out, o, loc, oref, side, qty, price)
 
@@ -441,7 +441,7 @@ def _match(e, out, o, loc, side, qty, limit, is_market):
     quantity left, cut): ``cut`` when matching stopped for lack of output room."""
     sb = _side_base(e, loc, 1 - side)
     end = out.shape[0]
-    ht, mask, bits = e[H_HT], e[H_HT_MASK], e[H_HT_BITS]
+    ht, mask = e[H_HT], e[H_HT_MASK]
     while qty > 0:
         n = e[sb + S_NLEV]
         if n == 0:
@@ -476,7 +476,7 @@ def _match(e, out, o, loc, side, qty, limit, is_market):
             lqty -= q
             if q == rq:                          # the resting order is done
                 nxt = e[os_ + R_NEXT]
-                ht_remove(e, ht, mask, bits, e[os_ + R_UREF])
+                ht_remove(e, ht, mask, e[os_ + R_UREF])
                 _free_slot(e, s)
                 lcount -= 1
                 s = nxt
@@ -541,7 +541,7 @@ def _delete(e, out, o, s):
     _unlink(e, s, sb, i)
     os_ = _slot(s)
     o = _out_delete(e, out, o, e[os_ + R_LOCATE], e[os_ + R_OREF])
-    ht_remove(e, e[H_HT], e[H_HT_MASK], e[H_HT_BITS], e[os_ + R_UREF])
+    ht_remove(e, e[H_HT], e[H_HT_MASK], e[os_ + R_UREF])
     _free_slot(e, s)
     e[C_DELETED] += 1
     return o
@@ -579,9 +579,9 @@ def _cancel(e, buf, off, out, o):
 @njit(**_K)
 def _rekey(e, s, old, uref):
     if uref != old:
-        ht, mask, bits = e[H_HT], e[H_HT_MASK], e[H_HT_BITS]
-        ht_remove(e, ht, mask, bits, old)
-        ht_insert(e, ht, mask, bits, uref, s)
+        ht, mask = e[H_HT], e[H_HT_MASK]
+        ht_remove(e, ht, mask, old)
+        ht_insert(e, ht, mask, uref, s)
         e[_slot(s) + R_UREF] = uref
 
 

@@ -549,6 +549,50 @@ def test_full_side_keeps_the_top_exact_and_counts_hidden_orders():
     assert level_count(b, 1, 1) == 0 and level_count(b, 2, 0) == 0
 
 
+def test_key_search_equals_bisect_for_every_depth_and_target():
+    """key_search (blocks of 8 keys counted from the top, then bisection) against bisect_left
+    for every side depth up to five blocks and beyond, every target on, between, below and
+    above the keys -- the block edges, the partial bottom block and the bisection included."""
+    import bisect
+    rng = random.Random(7)
+    buf = np.zeros(8 + 300, dtype=np.int64)
+    for n in list(range(0, 81)) + [127, 128, 129, 255, 256]:
+        keys = sorted(rng.sample(range(-10_000, 10_000), n))
+        buf[:] = -99
+        buf[8:8 + n] = keys                     # at an offset, as in a side block
+        targets = {-20_000, 20_000} | {k + d for k in keys for d in (-1, 0, 1)}
+        for t in targets:
+            assert B.key_search(buf, 8, n, t) == bisect.bisect_left(keys, t), (n, t)
+
+
+def test_sides_whose_depth_is_not_a_multiple_of_eight_keep_their_levels():
+    """A side of 13 levels (keys rounded up to 16 words, figures after them): filled past
+    full, emptied from the middle, refilled -- every level equals a plain sorted list's."""
+    bk, b = small(levels=13, orders=256, instr=3)
+    ref = {}
+    rng = random.Random(3)
+    live = []
+    for r in range(1, 400):
+        if live and rng.random() < 0.45:
+            ref_id, px, q = live.pop(rng.randrange(len(live)))
+            assert book_delete(b, ref_id) == B.ST_OK
+            if px in ref:
+                ref[px][0] -= q
+                ref[px][1] -= 1
+                if ref[px][1] == 0:
+                    del ref[px]
+            continue
+        px, q = 1000 + rng.randrange(13), rng.randrange(1, 50)
+        assert book_add(b, 2, r, 0, q, px) == B.ST_OK       # 13 prices: never hidden
+        live.append((r, px, q))
+        ref.setdefault(px, [0, 0])
+        ref[px][0] += q
+        ref[px][1] += 1
+        want = [(p, v[0], v[1]) for p, v in sorted(ref.items(), reverse=True)]
+        assert bk.levels(2, 0) == want
+    assert bk.hidden(2, 0) == 0 and level_count(b, 1, 0) == level_count(b, 3, 0) == 0
+
+
 def test_hash_table_survives_churn_with_colliding_refs():
     """Backward-shift deletion under heavy collisions: refs that share their low bits."""
     bk, b = small(levels=64, orders=512, instr=1)

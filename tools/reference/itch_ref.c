@@ -10,13 +10,16 @@
  *     the same tables as parsers/itch.py);
  *   - the orders *in* the slots of an open-addressing table keyed by order reference (ref,
  *     price, shares, meta = level birth << 17 | locate << 1 | side; meta 0 = empty): linear
- *     probing from the key folded onto itself in log2(capacity)-bit chunks, backward-shift
- *     deletion, capacity a power of two >= 2 x max_orders;
+ *     probing from engine/book.py's home (the key's 16-bit chunks XORed, then its two low
+ *     bytes), backward-shift deletion, capacity a power of two >= 2 x max_orders;
  *   - the block walk prefetches the slot of the block 8 ahead from its order ref (offset 11);
- *   - per book side a sorted array of price levels (key = price for bids, -price for asks,
- *     ascending, the best level last), found by a linear scan of the top 8 levels then a
- *     binary search; an order remembers its level's birth stamp; a full side evicts its
- *     deepest level or hides the new order; every counter and refusal of engine/book.py.
+ *   - per book side a sorted array of price-level keys (key = price for bids, -price for
+ *     asks, ascending, the best level last; max_levels rounded up to 8) followed by the
+ *     levels' figures (shares, orders, birth, spare), the sides' heads (levels, hidden) in a
+ *     dense array of their own; a key found by counting, a block of 8 keys at a time from
+ *     the top, the keys below the target (no branch), then bisection below 4 blocks; an order
+ *     remembers its level's birth stamp; a full side evicts its deepest level or hides the
+ *     new order; every counter and refusal of engine/book.py.
  * Every field is an int64_t, as in engine/book.py's one int64 array.
  *
  * Usage: itch_ref STREAMFILE NBYTES MAX_INSTRUMENTS MAX_ORDERS MAX_LEVELS
@@ -49,7 +52,8 @@ enum { C_ADD, C_EXECUTE, C_CANCEL, C_DELETE, C_REPLACE, C_EXEC_SHARES, C_CANCEL_
        C_UNKNOWN_REF, C_DUP_REF, C_ORDERS_FULL, C_BAD_LOCATE, C_BAD_ARG, C_OVER_EXEC,
        C_LEVEL_EVICTED, C_HIDDEN_ADD, C_ITCH_IGNORED, C_ITCH_BAD, N_COUNTERS };
 
-#define TOP_SCAN 8
+#define KEY_BLOCK 8              /* keys counted at once (one cache line) */
+#define KEY_BLOCKS_SCANNED 4     /* blocks from the top before bisecting */
 #define SIDE_BID 0
 #define SIDE_ASK 1
 #define META_BIRTH 17            /* meta = birth << 17 | locate << 1 | side; 0 = empty slot */
@@ -59,33 +63,36 @@ typedef struct {                 /* an order, in its own slot of the order table
     int64_t ref, price, shares, meta;
 } rec_t;
 
-typedef struct {
-    int64_t key, shares, orders, birth;
+typedef struct {                 /* a level's figures; its key is in the side's key array */
+    int64_t shares, orders, birth, spare;
 } level_t;
 
-typedef struct {
-    int64_t nlev, hidden, pad[6];
-    level_t lv[];                /* max_levels, sorted ascending by key, best last */
-} side_t;
+typedef struct {                 /* a side's head, in the dense heads array */
+    int64_t nlev, hidden;
+} head_t;
 
 typedef struct {
     int64_t max_instr, max_orders, max_levels;
-    int64_t mask, bits, birth, open;
+    int64_t mask, birth, open;
     int64_t cnt[N_COUNTERS];
     rec_t *t;                    /* capacity = mask + 1 slots */
-    char *sides;
-    size_t side_bytes;
+    head_t *heads;               /* per side si = 2 * locate + side */
+    char *sides;                 /* per side: key_words keys, then max_levels level_t */
+    size_t side_bytes, key_words;
 } books_t;
 
-static inline side_t *side_of(books_t *b, int64_t loc, int64_t s) {
-    return (side_t *)(b->sides + (size_t)(2 * loc + s) * b->side_bytes);
+static inline int64_t *keys_of(books_t *b, int64_t si) {
+    return (int64_t *)(b->sides + (size_t)si * b->side_bytes);
+}
+
+static inline level_t *levels_of(books_t *b, int64_t si) {
+    return (level_t *)(keys_of(b, si) + b->key_words);
 }
 
 /* --- the order table: open addressing keyed by order ref, the orders in their slots ----- */
 static inline int64_t home(const books_t *b, int64_t key) {
-    int64_t h = key;
-    for (int64_t s = b->bits; s < 64; s += b->bits)
-        h ^= key >> s;
+    int64_t h = key ^ (key >> 16) ^ (key >> 32) ^ (key >> 48);   /* engine/book.py ht_home */
+    h ^= h >> 8;
     return h & b->mask;
 }
 
@@ -127,23 +134,29 @@ static void rec_remove(books_t *b, rec_t *r) {
 }
 
 /* --- sorted levels of one side ------------------------------------------------------------- */
-/* index of the first level with key >= key (n when none): top TOP_SCAN linearly, then bisect */
-static int64_t level_search(const level_t *lv, int64_t n, int64_t key) {
-    int64_t i = n - 1, stop = n - TOP_SCAN;
-    if (stop < 0)
-        stop = 0;
-    for (; i >= stop; i--) {
-        if (lv[i].key < key)
-            return i + 1;
-        if (lv[i].key == key)
-            return i;
+/* index of the first key >= key (n when none): blocks of 8 from the top, counted, then bisect */
+static int64_t key_search(const int64_t *keys, int64_t n, int64_t key) {
+    int64_t hi = n;
+    for (int blk = 0; blk < KEY_BLOCKS_SCANNED; blk++) {
+        if (hi < KEY_BLOCK) {
+            int64_t c = 0;
+            for (int64_t j = 0; j < hi; j++)
+                c += keys[j] < key;
+            return c;
+        }
+        const int64_t *k = keys + hi - KEY_BLOCK;
+        if (k[0] < key) {
+            int64_t c = 0;
+            for (int j = 0; j < KEY_BLOCK; j++)
+                c += k[j] < key;
+            return hi - KEY_BLOCK + c;
+        }
+        hi -= KEY_BLOCK;
     }
-    if (stop == 0)
-        return 0;
-    int64_t lo = 0, hi = stop;
+    int64_t lo = 0;
     while (lo < hi) {
         int64_t mid = (lo + hi) >> 1;
-        if (lv[mid].key < key)
+        if (keys[mid] < key)
             lo = mid + 1;
         else
             hi = mid;
@@ -152,55 +165,64 @@ static int64_t level_search(const level_t *lv, int64_t n, int64_t key) {
 }
 
 /* one order of `shares` at `key` joins the side; its level's birth stamp, 0 when hidden */
-static int64_t join_level(books_t *b, side_t *sd, int64_t key, int64_t shares) {
-    int64_t n = sd->nlev;
-    int64_t i = level_search(sd->lv, n, key);
-    if (i < n && sd->lv[i].key == key) {             /* an existing level */
-        sd->lv[i].shares += shares;
-        sd->lv[i].orders += 1;
-        return sd->lv[i].birth;
+static int64_t join_level(books_t *b, int64_t si, int64_t key, int64_t shares) {
+    head_t *hd = &b->heads[si];
+    int64_t *keys = keys_of(b, si);
+    level_t *lv = levels_of(b, si);
+    int64_t n = hd->nlev;
+    int64_t i = key_search(keys, n, key);
+    if (i < n && keys[i] == key) {                   /* an existing level */
+        lv[i].shares += shares;
+        lv[i].orders += 1;
+        return lv[i].birth;
     }
     if (n == b->max_levels) {                        /* side full */
         if (i == 0) {
-            sd->hidden++;
+            hd->hidden++;
             b->cnt[C_HIDDEN_ADD]++;
             return 0;
         }
-        sd->hidden += sd->lv[0].orders;              /* evict the deepest level */
+        hd->hidden += lv[0].orders;                  /* evict the deepest level */
         b->cnt[C_LEVEL_EVICTED]++;
         i--;
-        memmove(&sd->lv[0], &sd->lv[1], (size_t)i * sizeof(level_t));
+        memmove(&keys[0], &keys[1], (size_t)i * sizeof(int64_t));
+        memmove(&lv[0], &lv[1], (size_t)i * sizeof(level_t));
     } else {
-        memmove(&sd->lv[i + 1], &sd->lv[i], (size_t)(n - i) * sizeof(level_t));
-        sd->nlev = n + 1;
+        memmove(&keys[i + 1], &keys[i], (size_t)(n - i) * sizeof(int64_t));
+        memmove(&lv[i + 1], &lv[i], (size_t)(n - i) * sizeof(level_t));
+        hd->nlev = n + 1;
     }
     int64_t birth = ++b->birth;
-    sd->lv[i].key = key;
-    sd->lv[i].shares = shares;
-    sd->lv[i].orders = 1;
-    sd->lv[i].birth = birth;
+    keys[i] = key;
+    lv[i].shares = shares;
+    lv[i].orders = 1;
+    lv[i].birth = birth;
     return birth;
 }
 
 /* take q shares of order r off its level (and the order itself when gone) */
 static void take(books_t *b, const rec_t *r, int64_t q, int gone) {
     int64_t side = r->meta & 1, birth = r->meta >> META_BIRTH;
-    side_t *sd = side_of(b, (r->meta >> 1) & 0xFFFF, side);
+    int64_t si = 2 * ((r->meta >> 1) & 0xFFFF) + side;
+    head_t *hd = &b->heads[si];
     if (birth != 0) {
         int64_t key = side == SIDE_ASK ? -r->price : r->price;
-        int64_t n = sd->nlev;
-        int64_t i = level_search(sd->lv, n, key);
-        if (i < n && sd->lv[i].birth == birth) {
-            sd->lv[i].shares -= q;
-            if (gone && --sd->lv[i].orders == 0) {
-                memmove(&sd->lv[i], &sd->lv[i + 1], (size_t)(n - 1 - i) * sizeof(level_t));
-                sd->nlev = n - 1;
+        int64_t *keys = keys_of(b, si);
+        level_t *lv = levels_of(b, si);
+        int64_t n = hd->nlev;
+        int64_t i = key_search(keys, n, key);
+        if (i < n && lv[i].birth == birth) {
+            lv[i].shares -= q;
+            if (gone && --lv[i].orders == 0) {
+                memmove(&keys[i], &keys[i + 1], (size_t)(n - 1 - i) * sizeof(int64_t));
+                memmove(&lv[i], &lv[i + 1], (size_t)(n - 1 - i) * sizeof(level_t));
+                hd->nlev = n - 1;
             }
             return;
         }
     }
     if (gone)
-        sd->hidden--;                                /* a hidden order */
+        hd->hidden--;                                /* a hidden order */
 }
 
 /* --- the update kernels ---------------------------------------------------------------------- */
@@ -224,7 +246,7 @@ static int book_add(books_t *b, int64_t loc, int64_t ref, int64_t side, int64_t 
         return ST_DUP_REF;
     }
     b->open++;
-    int64_t birth = join_level(b, side_of(b, loc, s), s == SIDE_BID ? p : -p, q);
+    int64_t birth = join_level(b, 2 * loc + s, s == SIDE_BID ? p : -p, q);
     r->ref = ref;
     r->price = p;
     r->shares = q;
@@ -298,7 +320,7 @@ static int book_replace(books_t *b, int64_t old, int64_t new, int64_t q, int64_t
     take(b, r, r->shares, 1);
     int64_t meta = r->meta, loc = (meta >> 1) & 0xFFFF, s = meta & 1;
     rec_remove(b, r);                                /* records may move: find the new slot after */
-    int64_t birth = join_level(b, side_of(b, loc, s), s == SIDE_BID ? p : -p, q);
+    int64_t birth = join_level(b, 2 * loc + s, s == SIDE_BID ? p : -p, q);
     r = rec_slot_for(b, new);
     r->ref = new;
     r->price = p;
@@ -461,16 +483,14 @@ static void books_init(books_t *b, int64_t max_instr, int64_t max_orders, int64_
     int64_t cap = 16;
     while (cap < 2 * max_orders)
         cap *= 2;
-    int64_t bits = 0;
-    while ((INT64_C(1) << bits) < cap)
-        bits++;
     b->max_instr = max_instr;
     b->max_orders = max_orders;
     b->max_levels = max_levels;
     b->mask = cap - 1;
-    b->bits = bits;
-    b->side_bytes = sizeof(side_t) + (size_t)max_levels * sizeof(level_t);
+    b->key_words = (size_t)(max_levels + 7) / 8 * 8;
+    b->side_bytes = b->key_words * sizeof(int64_t) + (size_t)max_levels * sizeof(level_t);
     b->t = alloc64((size_t)cap * sizeof(rec_t));
+    b->heads = alloc64((size_t)(2 * (max_instr + 1)) * sizeof(head_t));
     b->sides = alloc64((size_t)(2 * (max_instr + 1)) * b->side_bytes);
 }
 
@@ -481,6 +501,7 @@ static void books_reset(books_t *b) {
     b->open = 0;
     memset(b->cnt, 0, sizeof b->cnt);
     memset(b->t, 0, (size_t)(b->mask + 1) * sizeof(rec_t));
+    memset(b->heads, 0, (size_t)(2 * (b->max_instr + 1)) * sizeof(head_t));
     memset(b->sides, 0, (size_t)(2 * (b->max_instr + 1)) * b->side_bytes);
 }
 
@@ -490,13 +511,14 @@ static void books_dump(books_t *b, FILE *out) {
     int64_t *row = calloc((size_t)(2 + 3 * b->max_levels), sizeof(int64_t));
     for (int64_t loc = 1; loc <= b->max_instr; loc++) {
         for (int64_t s = 0; s < 2; s++) {
-            side_t *sd = side_of(b, loc, s);
+            int64_t si = 2 * loc + s, n = b->heads[si].nlev;
             memset(row, 0, (size_t)(2 + 3 * b->max_levels) * sizeof(int64_t));
-            row[0] = sd->nlev;
-            row[1] = sd->hidden;
-            for (int64_t j = 0; j < sd->nlev; j++) {
-                const level_t *v = &sd->lv[sd->nlev - 1 - j];
-                row[2 + 3 * j] = s == SIDE_BID ? v->key : -v->key;
+            row[0] = n;
+            row[1] = b->heads[si].hidden;
+            for (int64_t j = 0; j < n; j++) {
+                const level_t *v = &levels_of(b, si)[n - 1 - j];
+                int64_t key = keys_of(b, si)[n - 1 - j];
+                row[2 + 3 * j] = s == SIDE_BID ? key : -key;
                 row[3 + 3 * j] = v->shares;
                 row[4 + 3 * j] = v->orders;
             }

@@ -72,21 +72,19 @@ static void *touched(size_t bytes) {       /* allocated and written: no page fau
 }
 
 /* ---- the hash table (engine/book.py: pairs key, value; value -1 = empty) ------------------ */
-typedef struct { i64 *t; i64 mask, bits; } table;
+typedef struct { i64 *t; i64 mask; } table;
 
 static void ht_init(table *h, i64 max_entries) {
     i64 cap = 16;
     while (cap < 2 * max_entries) cap *= 2;
     h->mask = cap - 1;
-    h->bits = 0;
-    while ((1LL << h->bits) < cap) h->bits++;
     h->t = touched(2 * cap * sizeof(i64));
     for (i64 i = 0; i < cap; i++) h->t[2 * i + 1] = -1;
 }
 
 static inline i64 ht_home(const table *h, i64 k) {
-    i64 x = k;
-    for (i64 s = h->bits; s < 64; s += h->bits) x ^= k >> s;
+    i64 x = k ^ (k >> 16) ^ (k >> 32) ^ (k >> 48);   /* engine/book.py ht_home */
+    x ^= x >> 8;
     return x & h->mask;
 }
 
@@ -570,7 +568,7 @@ enum { PREFETCH_AHEAD = 8 };
 
 typedef struct {
     brec *t;
-    i64 mask, bits, max_orders, open, birth;
+    i64 mask, max_orders, open, birth;
     blevel *levels;
     i64 *nlev, *hidden;
     i64 L, max_instr;
@@ -582,7 +580,6 @@ static void books_init(books *b, i64 maxi, i64 maxo, i64 L) {
     i64 cap = 16;
     while (cap < 2 * maxo) cap *= 2;
     b->mask = cap - 1;
-    while ((1LL << b->bits) < cap) b->bits++;
     b->t = touched(cap * sizeof(brec));
     b->max_orders = maxo;
     b->levels = touched(2 * (maxi + 1) * L * sizeof(blevel));
@@ -593,8 +590,8 @@ static void books_init(books *b, i64 maxi, i64 maxo, i64 L) {
 }
 
 static inline i64 bhome(const books *b, i64 k) {
-    i64 x = k;
-    for (i64 s = b->bits; s < 64; s += b->bits) x ^= k >> s;
+    i64 x = k ^ (k >> 16) ^ (k >> 32) ^ (k >> 48);   /* engine/book.py ht_home */
+    x ^= x >> 8;
     return x & b->mask;
 }
 
