@@ -550,19 +550,22 @@ def test_full_side_keeps_the_top_exact_and_counts_hidden_orders():
 
 
 def test_key_search_equals_bisect_for_every_depth_and_target():
-    """key_search (blocks of 8 keys counted from the top, then bisection) against bisect_left
-    for every side depth up to five blocks and beyond, every target on, between, below and
-    above the keys -- the block edges, the partial bottom block and the bisection included."""
+    """key_search (blocks of KEY_BLOCK keys counted from the top over the sentinels below the
+    keys, then bisection) against bisect_left for every side depth up to five blocks and
+    beyond, every target on, between, below and above the keys.  The words above the n keys
+    hold values below every key, so a search that read past the top would count them."""
     import bisect
     rng = random.Random(7)
-    buf = np.zeros(8 + 300, dtype=np.int64)
-    for n in list(range(0, 81)) + [127, 128, 129, 255, 256]:
+    kb = B.KEY_BLOCK
+    buf = np.zeros(kb + 300, dtype=np.int64)
+    for n in list(range(0, 5 * kb + 1)) + [127, 128, 129, 255, 256]:
         keys = sorted(rng.sample(range(-10_000, 10_000), n))
-        buf[:] = -99
-        buf[8:8 + n] = keys                     # at an offset, as in a side block
+        buf[:kb] = B.KEY_SENTINEL
+        buf[kb:] = -30_000                      # stale words above the top: never read
+        buf[kb:kb + n] = keys
         targets = {-20_000, 20_000} | {k + d for k in keys for d in (-1, 0, 1)}
         for t in targets:
-            assert B.key_search(buf, 8, n, t) == bisect.bisect_left(keys, t), (n, t)
+            assert B.key_search(buf, kb, n, t) == bisect.bisect_left(keys, t), (n, t)
 
 
 def test_sides_whose_depth_is_not_a_multiple_of_eight_keep_their_levels():

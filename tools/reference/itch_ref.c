@@ -11,15 +11,19 @@
  *   - the orders *in* the slots of an open-addressing table keyed by order reference (ref,
  *     price, shares, meta = level birth << 17 | locate << 1 | side; meta 0 = empty): linear
  *     probing from engine/book.py's home (the key's 16-bit chunks XORed, then its two low
- *     bytes), backward-shift deletion, capacity a power of two >= 2 x max_orders;
+ *     bytes, doubled: homes are the even slots), backward-shift deletion, capacity a power
+ *     of two >= 2 x max_orders;
  *   - the block walk prefetches the slot of the block 8 ahead from its order ref (offset 11);
  *   - per book side a sorted array of price-level keys (key = price for bids, -price for
- *     asks, ascending, the best level last; max_levels rounded up to 8) followed by the
- *     levels' figures (shares, orders, birth, spare), the sides' heads (levels, hidden) in a
- *     dense array of their own; a key found by counting, a block of 8 keys at a time from
- *     the top, the keys below the target (no branch), then bisection below 4 blocks; an order
- *     remembers its level's birth stamp; a full side evicts its deepest level or hides the
- *     new order; every counter and refusal of engine/book.py.
+ *     asks, ascending, the best level last; max_levels rounded up to 8) after 16 sentinel
+ *     words (INT64_MIN), followed by the levels' figures (shares, orders, birth, spare), the
+ *     sides' heads (levels, hidden) in a dense array of their own; a key found a block of 16
+ *     keys at a time from the top (a block reaching below the keys takes in the sentinels),
+ *     then bisection below 2 blocks (written the way scalar C wants it: the block's lowest
+ *     key tested before its keys are counted, where Numba counts first and tests the count,
+ *     a couple of vector compares); an order remembers its level's birth stamp; a full side
+ *     evicts its deepest level or hides the new order; every counter and refusal of
+ *     engine/book.py.
  * Every field is an int64_t, as in engine/book.py's one int64 array.
  *
  * Usage: itch_ref STREAMFILE NBYTES MAX_INSTRUMENTS MAX_ORDERS MAX_LEVELS
@@ -52,8 +56,8 @@ enum { C_ADD, C_EXECUTE, C_CANCEL, C_DELETE, C_REPLACE, C_EXEC_SHARES, C_CANCEL_
        C_UNKNOWN_REF, C_DUP_REF, C_ORDERS_FULL, C_BAD_LOCATE, C_BAD_ARG, C_OVER_EXEC,
        C_LEVEL_EVICTED, C_HIDDEN_ADD, C_ITCH_IGNORED, C_ITCH_BAD, N_COUNTERS };
 
-#define KEY_BLOCK 8              /* keys counted at once (one cache line) */
-#define KEY_BLOCKS_SCANNED 4     /* blocks from the top before bisecting */
+#define KEY_BLOCK 16             /* keys counted at once; sentinels (INT64_MIN) below the keys */
+#define KEY_BLOCKS_SCANNED 2     /* blocks from the top before bisecting */
 #define SIDE_BID 0
 #define SIDE_ASK 1
 #define META_BIRTH 17            /* meta = birth << 17 | locate << 1 | side; 0 = empty slot */
@@ -82,7 +86,7 @@ typedef struct {
 } books_t;
 
 static inline int64_t *keys_of(books_t *b, int64_t si) {
-    return (int64_t *)(b->sides + (size_t)si * b->side_bytes);
+    return (int64_t *)(b->sides + (size_t)si * b->side_bytes) + KEY_BLOCK;
 }
 
 static inline level_t *levels_of(books_t *b, int64_t si) {
@@ -93,7 +97,7 @@ static inline level_t *levels_of(books_t *b, int64_t si) {
 static inline int64_t home(const books_t *b, int64_t key) {
     int64_t h = key ^ (key >> 16) ^ (key >> 32) ^ (key >> 48);   /* engine/book.py ht_home */
     h ^= h >> 8;
-    return h & b->mask;
+    return (int64_t)((uint64_t)h << 1) & b->mask;   /* even homes */
 }
 
 static inline rec_t *rec_find(books_t *b, int64_t ref) {
@@ -134,16 +138,11 @@ static void rec_remove(books_t *b, rec_t *r) {
 }
 
 /* --- sorted levels of one side ------------------------------------------------------------- */
-/* index of the first key >= key (n when none): blocks of 8 from the top, counted, then bisect */
+/* index of the first key >= key (n when none): blocks of 16 from the top, counted, then
+ * bisect; keys[-KEY_BLOCK..-1] are sentinels below every key */
 static int64_t key_search(const int64_t *keys, int64_t n, int64_t key) {
     int64_t hi = n;
     for (int blk = 0; blk < KEY_BLOCKS_SCANNED; blk++) {
-        if (hi < KEY_BLOCK) {
-            int64_t c = 0;
-            for (int64_t j = 0; j < hi; j++)
-                c += keys[j] < key;
-            return c;
-        }
         const int64_t *k = keys + hi - KEY_BLOCK;
         if (k[0] < key) {
             int64_t c = 0;
@@ -488,7 +487,8 @@ static void books_init(books_t *b, int64_t max_instr, int64_t max_orders, int64_
     b->max_levels = max_levels;
     b->mask = cap - 1;
     b->key_words = (size_t)(max_levels + 7) / 8 * 8;
-    b->side_bytes = b->key_words * sizeof(int64_t) + (size_t)max_levels * sizeof(level_t);
+    b->side_bytes =
+        (KEY_BLOCK + b->key_words) * sizeof(int64_t) + (size_t)max_levels * sizeof(level_t);
     b->t = alloc64((size_t)cap * sizeof(rec_t));
     b->heads = alloc64((size_t)(2 * (max_instr + 1)) * sizeof(head_t));
     b->sides = alloc64((size_t)(2 * (max_instr + 1)) * b->side_bytes);
@@ -503,6 +503,9 @@ static void books_reset(books_t *b) {
     memset(b->t, 0, (size_t)(b->mask + 1) * sizeof(rec_t));
     memset(b->heads, 0, (size_t)(2 * (b->max_instr + 1)) * sizeof(head_t));
     memset(b->sides, 0, (size_t)(2 * (b->max_instr + 1)) * b->side_bytes);
+    for (int64_t si = 0; si < 2 * (b->max_instr + 1); si++)
+        for (int j = 1; j <= KEY_BLOCK; j++)
+            keys_of(b, si)[-j] = INT64_MIN;
 }
 
 static void books_dump(books_t *b, FILE *out) {

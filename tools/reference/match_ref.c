@@ -85,7 +85,7 @@ static void ht_init(table *h, i64 max_entries) {
 static inline i64 ht_home(const table *h, i64 k) {
     i64 x = k ^ (k >> 16) ^ (k >> 32) ^ (k >> 48);   /* engine/book.py ht_home */
     x ^= x >> 8;
-    return x & h->mask;
+    return (i64)((uint64_t)x << 1) & h->mask;   /* even homes */
 }
 
 static inline i64 ht_find(const table *h, i64 k) {
@@ -592,7 +592,7 @@ static void books_init(books *b, i64 maxi, i64 maxo, i64 L) {
 static inline i64 bhome(const books *b, i64 k) {
     i64 x = k ^ (k >> 16) ^ (k >> 32) ^ (k >> 48);   /* engine/book.py ht_home */
     x ^= x >> 8;
-    return x & b->mask;
+    return (i64)((uint64_t)x << 1) & b->mask;   /* even homes */
 }
 
 static inline brec *rec_find(books *b, i64 ref) {
