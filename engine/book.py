@@ -29,7 +29,8 @@ kernel                                                     ITCH message
 =========================================================  ===================================
 
 ``side`` is 0 / 1 or the ITCH byte ``'B'`` / ``'S'`` (66 / 83).  Prices are the ITCH Price(4)
-integers (4 implied decimals); any int64 works.  Order refs are ITCH's u64, stored as int64
+integers (4 implied decimals); any int64 but -2**63 works (that one is the sentinel below
+every level key: refused, ST_BAD_ARG).  Order refs are ITCH's u64, stored as int64
 bits (a ref above 2**63 is fine: it is only hashed and compared).
 
 Layout of ``b`` (int64 words; the constants below are the table, ``Books.doc()`` prints it)
@@ -572,7 +573,8 @@ def book_add(b, locate, order_ref, side, shares, price):
     if loc < 1 or loc > b[H_MAX_INSTR]:
         b[C_BAD_LOCATE] += 1
         return ST_BAD_LOCATE
-    if s < 0 or q <= 0:
+    p = np.int64(price)
+    if s < 0 or q <= 0 or p == KEY_SENTINEL:
         b[C_BAD_ARG] += 1
         return ST_BAD_ARG
     if b[H_OPEN] >= b[H_MAX_ORDERS]:
@@ -584,7 +586,6 @@ def book_add(b, locate, order_ref, side, shares, price):
         b[C_DUP_REF] += 1
         return ST_DUP_REF
     b[H_OPEN] += 1
-    p = np.int64(price)
     birth = _join_level(b, 2 * loc + s, p if s == SIDE_BID else -p, q)
     b[r + R_REF] = ref
     b[r + R_PRICE] = p
@@ -654,7 +655,8 @@ def book_delete(b, order_ref):
 def book_replace(b, old_ref, new_ref, shares, price):
     """ITCH U: order ``old_ref`` leaves the book and ``new_ref`` joins it (same instrument and
     side, at the back of its level).  Refused whole (nothing changes) when ``old_ref`` is
-    unknown, ``new_ref`` is already open (unless it is ``old_ref``) or ``shares <= 0``."""
+    unknown, ``new_ref`` is already open (unless it is ``old_ref``), ``shares <= 0`` or the
+    price is -2**63."""
     old = np.int64(old_ref)
     new = np.int64(new_ref)
     r = rec_find(b, old)
@@ -665,7 +667,8 @@ def book_replace(b, old_ref, new_ref, shares, price):
         b[C_DUP_REF] += 1
         return ST_DUP_REF
     q = np.int64(shares)
-    if q <= 0:
+    p = np.int64(price)
+    if q <= 0 or p == KEY_SENTINEL:
         b[C_BAD_ARG] += 1
         return ST_BAD_ARG
     _take(b, r, b[r + R_SHARES], True)
@@ -673,7 +676,6 @@ def book_replace(b, old_ref, new_ref, shares, price):
     rec_remove(b, r)                               # records may move: find the new slot after
     loc = (meta >> 1) & 0xFFFF
     s = meta & 1
-    p = np.int64(price)
     birth = _join_level(b, 2 * loc + s, p if s == SIDE_BID else -p, q)
     r = rec_slot_for(b, new)
     b[r + R_REF] = new
@@ -885,9 +887,8 @@ class Books:
         b[H_SIDE_WORDS] = lay["side_words"]
         b[H_HEADS] = lay["heads"]
         b[H_KEY_WORDS] = lay["key_words"]
-        for si in range(2 * (max_instruments + 1)):          # key_search's sentinels
-            k0 = lay["sides"] + si * lay["side_words"]
-            b[k0:k0 + KEY_BLOCK] = KEY_SENTINEL
+        sides = b[lay["sides"]:].reshape(2 * (max_instruments + 1), lay["side_words"])
+        sides[:, :KEY_BLOCK] = KEY_SENTINEL                     # key_search's sentinels
         b[H_L] = max_levels
         b[H_MASK] = lay["capacity"] - 1
         b[H_BITS] = lay["bits"]

@@ -465,12 +465,16 @@ def test_unknown_refs_and_bad_arguments_change_nothing():
     assert book_add(b, 1, 5, ord("X"), 10, 900) == B.ST_BAD_ARG
     assert book_add(b, 1, 5, 0, 0, 900) == B.ST_BAD_ARG
     assert book_execute(b, 1, 0) == B.ST_BAD_ARG
+    # -2**63 is key_search's sentinel (and -(-2**63) wraps to it): no price of either side
+    assert book_add(b, 1, 5, 0, 10, B.KEY_SENTINEL) == B.ST_BAD_ARG
+    assert book_add(b, 1, 5, 1, 10, B.KEY_SENTINEL) == B.ST_BAD_ARG
+    assert book_replace(b, 1, 6, 10, B.KEY_SENTINEL) == B.ST_BAD_ARG
     assert book_add(b, 2, 1, 1, 10, 950) == B.ST_DUP_REF
     outside = np.ones(b.size, dtype=bool)
     outside[B.COUNTERS:B.COUNTERS + B.N_COUNTERS] = False
     assert np.array_equal(before[outside], b[outside])
     c = bk.counters()
-    assert c["unknown_ref"] == 4 and c["bad_locate"] == 2 and c["bad_arg"] == 4
+    assert c["unknown_ref"] == 4 and c["bad_locate"] == 2 and c["bad_arg"] == 7
     assert c["dup_ref"] == 1
 
 

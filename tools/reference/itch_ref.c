@@ -231,7 +231,7 @@ static int book_add(books_t *b, int64_t loc, int64_t ref, int64_t side, int64_t 
         return ST_BAD_LOCATE;
     }
     int64_t s = (side == 0 || side == 'B') ? 0 : (side == 1 || side == 'S') ? 1 : -1;
-    if (s < 0 || q <= 0) {
+    if (s < 0 || q <= 0 || p == INT64_MIN) {       /* INT64_MIN: key_search's sentinel */
         b->cnt[C_BAD_ARG]++;
         return ST_BAD_ARG;
     }
@@ -312,7 +312,7 @@ static int book_replace(books_t *b, int64_t old, int64_t new, int64_t q, int64_t
         b->cnt[C_DUP_REF]++;
         return ST_DUP_REF;
     }
-    if (q <= 0) {
+    if (q <= 0 || p == INT64_MIN) {
         b->cnt[C_BAD_ARG]++;
         return ST_BAD_ARG;
     }
