@@ -77,9 +77,12 @@ orders of a side that are not on a visible level (see overload below).
 Why the keys apart from the figures, and the heads apart from the levels: a search reads keys
 only, eight to a cache line, so the top sixteen levels are two or three lines (they were eight
 with the key beside its figures), and counts them without a branch (``key_search``); the level
-it lands on costs one more line.  The heads (2 words a side, 32 KB for 1,000 stocks) stay in cache, where a
-head at the start of each side block was one more miss a message.  (C twin, bench_itch's
-1,000-stock day: 60 -> 57 ns a message for the keys, -> 55 for the heads.)
+it lands on costs one more line.  The heads (2 words a side, 32 KB for 1,000 stocks) stay in
+cache, where a head at the start of each side block was one more miss a message.
+(``tools/bench_itch.py``, 1,000 stocks, this VM: 58.7 ns a message with keys beside their
+figures and heads in the side blocks, commit f3e0346; ~52 with this layout and blocks of 8 keys
+tested on their lowest key, 08b5e18; 46.7-48.3 with blocks of 16 counted over sentinels and
+the doubled hash homes below, a222990.)
 
 Why a sorted array per side and not a price ladder: ITCH prices of one stock span a wide range
 (a stray order far from the market is common), so a ladder needs either a huge range or
@@ -141,7 +144,7 @@ HEADER_FIELDS = (
     ("words", "total words of the state"),
     ("table", "word offset of the order table"),
     ("sides", "word offset of the first book-side block"),
-    ("side_words", "words per book-side block: key_words + LEVEL_WORDS * max_levels"),
+    ("side_words", "words per book-side block: KEY_BLOCK + key_words + LEVEL_WORDS * L"),
     ("max_levels", "L, levels per side"),
     ("table_mask", "order table capacity - 1"),
     ("table_bits", "log2 of the order table capacity"),
@@ -236,11 +239,12 @@ def ht_home(key, mask):
     usually empty, so a lookup stops at its home and a backward-shift removal after one look.
     (With consecutive homes, the orders open at any moment -- mostly recent refs -- filled
     runs of consecutive slots that every removal scanned to their end: 3.6 slots a removal in
-    bench_itch's day; the pairs cost ~25 instructions and ~0.4 mispredicted branches a message
-    less in its C twin, cachegrind.)  A multiplicative hash would scatter sequential keys over
-    the table, a cache miss per lookup without the prefetch.  Fixed shifts: a fold in
+    bench_itch's day; with pairs its C twin runs ~25 instructions and ~0.4 mispredicted
+    branches a message fewer, ``valgrind --tool=cachegrind --branch-sim=yes`` on
+    tools/reference/itch_ref.c.)  A multiplicative hash would scatter sequential keys over the
+    table, a cache miss per lookup without the prefetch.  Fixed shifts: a fold in
     log2(capacity)-wide chunks took a loop of variable shifts, ~50 more instructions a
-    message."""
+    message (same measurement)."""
     h = key ^ (key >> 16) ^ (key >> 32) ^ (key >> 48)
     h ^= h >> 8
     return (h << 1) & mask
@@ -437,10 +441,9 @@ def key_search(t, kb, n, key):
     fewer than 16 levels is one block with no loop over its length.  Below
     KEY_BLOCKS_SCANNED blocks it bisects.  Most activity is near the top (bench_itch's day:
     half the searches land in the top 8 levels, 73 % in the top 16, 95 % in the top 32), so
-    the one branch a search takes is mostly predicted.  (Measured against the same C, on the
-    1,000-stock day: a linear scan that stopped at the first key below, a mispredicted exit on
-    most searches, 1.00 x C; blocks of 8 tested on their lowest key before counting, with a
-    loop over the keys of a short side, 1.05 x C; this, 1.12-1.16 x C.)"""
+    the one branch a search takes is mostly predicted.  (Blocks of 8 tested on their lowest
+    key before counting, with a loop over the keys of a short side, mispredicted one search in
+    two; see the module doc for bench_itch before and after.)"""
     hi = n
     for _ in range(KEY_BLOCKS_SCANNED):
         lo = kb + hi - KEY_BLOCK

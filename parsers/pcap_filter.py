@@ -905,7 +905,7 @@ class _Parser:
                 # libpcap's optimiser adds such an offset to the layer's in 32 bits (ip[-1]
                 # becomes ether[13]) where its interpreter adds it without wrapping (a load
                 # past any packet): tcpdump and tcpdump -O select different packets
-                self.error(t, f"offset {off - (1 << 32) if off >= 1 << 31 else off} in "
+                self.error(t, f"offset {off - (1 << 32)} in "
                               f"'{t.text}[...]' is negative (or 2**31 and beyond): libpcap's "
                               "optimiser and its interpreter disagree on what it selects, so "
                               "hugering refuses it")

@@ -573,8 +573,10 @@ def test_key_search_equals_bisect_for_every_depth_and_target():
 
 
 def test_sides_whose_depth_is_not_a_multiple_of_eight_keep_their_levels():
-    """A side of 13 levels (keys rounded up to 16 words, figures after them): filled past
-    full, emptied from the middle, refilled -- every level equals a plain sorted list's."""
+    """A side of 13 levels (keys rounded up to 16 words, figures after them) holding up to 13
+    prices: levels created, emptied from the middle and re-created in random order -- after
+    every add, every level equals a plain dict's.  (Eviction with a width that is not a
+    multiple of 8 is the 3-level test above.)"""
     bk, b = small(levels=13, orders=256, instr=3)
     ref = {}
     rng = random.Random(3)
@@ -583,11 +585,10 @@ def test_sides_whose_depth_is_not_a_multiple_of_eight_keep_their_levels():
         if live and rng.random() < 0.45:
             ref_id, px, q = live.pop(rng.randrange(len(live)))
             assert book_delete(b, ref_id) == B.ST_OK
-            if px in ref:
-                ref[px][0] -= q
-                ref[px][1] -= 1
-                if ref[px][1] == 0:
-                    del ref[px]
+            ref[px][0] -= q
+            ref[px][1] -= 1
+            if ref[px][1] == 0:
+                del ref[px]
             continue
         px, q = 1000 + rng.randrange(13), rng.randrange(1, 50)
         assert book_add(b, 2, r, 0, q, px) == B.ST_OK       # 13 prices: never hidden

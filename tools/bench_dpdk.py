@@ -36,7 +36,8 @@ pool size) and the same vdev string.  Reported per source: ``producer_mpps``,
 the lowest ratio (``case``), ``consumer_loss`` summed over all sources.  Each side busy-polls,
 so it should own its cpu: ``producer_cpu_share`` / ``consumer_cpu_share`` (cpu seconds over the
 window, /proc) say how much of it each had -- under 1, another process took the rest, and the
-rates fall with it (testpmd needs one cpu, the pipeline two).  ``--json`` prints one object.  Root only (EAL on huge pages); ``dpdk-testpmd`` is in Debian's ``dpdk-dev``.
+rates fall with it (testpmd needs one cpu, the pipeline two).  ``--json`` prints one object.
+Root only (EAL on huge pages); ``dpdk-testpmd`` is in Debian's ``dpdk-dev``.
 """
 from __future__ import annotations
 
