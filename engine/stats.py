@@ -31,6 +31,7 @@ computation and one increment: no allocation, no branch on the data beyond the t
 """
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import sys
@@ -302,8 +303,24 @@ class StatsRegion:
     @classmethod
     def attach(cls, ring) -> "StatsRegion":
         """Open the ring's stats region, creating (or resetting, when it belongs to an older
-        ring of the same name or an older layout) as needed.  Safe to race: the file is built
-        under a temporary name and renamed into place."""
+        ring of the same name or an older layout) as needed.
+
+        Safe to race.  The file is built under a temporary name and renamed into place (no
+        reader sees half a header), and the whole open-or-build runs under an exclusive flock
+        on the ring's own file, held for those few milliseconds only.  Without the lock, two
+        consumers starting together on a fresh ring each built a region and the second's
+        rename orphaned the first's: that consumer went on counting into an unlinked file,
+        which ``hugering stat`` and stop requests never reach (the market demo's strategy
+        that never stopped)."""
+        fd = ring.backing.fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            return cls._open_or_build(ring)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @classmethod
+    def _open_or_build(cls, ring) -> "StatsRegion":
         path = stats_path(ring.name)
         created = int(ring.header["created_ns"])
         want = file_size(ring.max_consumers)

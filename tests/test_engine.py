@@ -181,6 +181,45 @@ def test_stop_flag_from_another_process(ring_name):
     ring.close()
 
 
+def _attach_and_mark(ring_name, k, start):
+    """One of test_concurrent_attach's processes: attach the ring's stats region the moment
+    ``start`` opens, stamp line ``k`` with its pid."""
+    ring = Ring.open(ring_name)
+    start.wait(30)
+    S.StatsRegion.attach(ring).block(k)[S.W_PID] = os.getpid()
+    ring.close()
+
+
+def test_consumers_attaching_together_share_one_stats_region(ring_name):
+    """Consumers that start at once on a fresh ring (the market demo's two strategies) must all
+    count into the one stats region ``hugering stat`` and stop requests read.  Each builds the
+    region when it finds none; unserialised, a later builder's rename orphaned an earlier one's
+    file, and that consumer never saw its stop request.  Eight processes race, released by one
+    event; every line must show its process's pid afterwards (repeated: the race is timing)."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    n = 8
+    for attempt in range(6):
+        ring = Ring.create(ring_name, slots=64, slot_size=64, max_consumers=n)
+        start = ctx.Event()
+        procs = [ctx.Process(target=_attach_and_mark, args=(ring_name, k, start))
+                 for k in range(n)]
+        for p in procs:
+            p.start()
+        time.sleep(0.3)                      # all of them opened the ring and wait
+        start.set()
+        for p in procs:
+            p.join(30)
+        assert [p.exitcode for p in procs] == [0] * n
+        region = S.StatsRegion.open_existing(ring)
+        pids = [int(region.block(k)[S.W_PID]) for k in range(n)]
+        assert pids == [p.pid for p in procs], f"attempt {attempt}: lines {pids}"
+        del region
+        ring.close()
+        Ring.remove(ring_name)
+        S.remove(ring_name)
+
+
 def test_backoff_idles_without_burning_the_cpu(ring_name):
     from engine.loop import ConsumerEngine
     ring = Ring.create(ring_name, slots=256, slot_size=128)
