@@ -29,12 +29,19 @@ PR_SET_PDEATHSIG = 1
 EXIT_UNAVAILABLE = 3
 
 
-def _die_with_parent() -> None:
+def set_death_signal(sig: int) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (kill -9 included).
+    ``PR_SET_PDEATHSIG`` survives exec, so a ``preexec_fn`` can set it for a program started
+    through others (``ip netns exec``)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _die_with_parent() -> None:
+    set_death_signal(signal.SIGTERM)
     if os.getppid() == 1:            # the parent died before prctl: do not start at all
         sys.exit(1)
 

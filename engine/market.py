@@ -146,7 +146,11 @@ def _orders_main(orders, board_raw, rate, duration, go, events, ppid):
         of = X.OrderFlow(ring, instruments=INSTRUMENTS, seed=1, per_frame=PER_FRAME)
         of.run(duration=1e-9)               # compile; publishes nothing
         events.put(("ready", "order flow", {"pid": os.getpid()}))
-        go.wait(120)
+        # the others may compile for minutes (a cold cache on a busy machine): wait for the
+        # word however long it takes, but not for a parent that is gone
+        while not go.wait(1.0):
+            if os.getppid() != ppid:
+                return
 
         def stop():
             board[B_GEN:B_GEN + X.G_WORDS] = of.g
@@ -207,11 +211,25 @@ def _start_side(link: Link, iface: str, ring: str, filt: str, tx_ring: str | Non
     exec``, which also gives it that namespace's /sys).  The rx side takes the feed frames off
     ``hm<pid>b`` into the feed ring; the tx side sends what the exchange writes into feedtx out
     of ``hm<pid>a`` (its own RX ring, filtered on a port nothing uses, stays empty)."""
+    from engine.child import set_death_signal
+    # the rx side gets the verb's default UMEM (16384 frames, also its fill and RX ring
+    # sizes): the tx side sends the exchange's backlog in one go after a stall, and at 4096 a
+    # busy machine's scheduling gaps overflowed the RX ring (dropped at the socket, a gap);
+    # the tx side's own RX ring stays empty and needs little
     argv = ["ip", "netns", "exec", link.netns, sys.executable, "-m", "engine.cli", "afxdp",
-            iface, "--ring", ring, "--filter", filt, "--mode", "native", "--frames", "4096",
-            "--json"] + (["--tx-ring", tx_ring] if tx_ring else [])
+            iface, "--ring", ring, "--filter", filt, "--mode", "native", "--json"] + (
+                ["--frames", "4096", "--tx-ring", tx_ring] if tx_ring else [])
+    demo = os.getpid()
+
+    def die_with_the_demo():
+        # in the side's own session (a Ctrl-C on the terminal is the demo's to pass on), so
+        # nothing else would stop it when the demo is killed: SIGINT then, which detaches its
+        # XDP program and ends it; a demo gone before this line was set: do not start at all
+        set_death_signal(signal.SIGINT)
+        if os.getppid() != demo:
+            os._exit(1)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, start_new_session=True)
+                            cwd=ROOT, start_new_session=True, preexec_fn=die_with_the_demo)
 
 
 def _side_running(proc, ring, timeout: float) -> str:
@@ -242,20 +260,67 @@ def _stop_side(proc) -> dict:
                           f"{err.strip()[-500:]}") from None
 
 
-def _collect(events, want: set, timeout: float, got: dict) -> None:
-    end = time.monotonic() + timeout
-    while want - set(got):
-        left = end - time.monotonic()
-        if left <= 0:
-            raise MarketError(f"no word from {', '.join(sorted(want - set(got)))} after "
-                              f"{timeout:g} s")
+class Events:
+    """What the children said, by kind (``ready``, ``done``) and by who, and the children
+    themselves: a wait names a silent one and says whether it still runs or how it ended, and
+    fails as soon as one ended without its word instead of at the timeout."""
+
+    def __init__(self, queue, procs):
+        self.queue = queue
+        self.procs = procs
+        self.seen: dict = {"ready": {}, "done": {}}
+
+    def _proc(self, who: str):
+        for p in self.procs:
+            if p.name.replace("-", " ") == who:
+                return p
+        return None
+
+    def poll(self, timeout: float) -> bool:
+        """Take one event (waiting up to ``timeout`` s); False when none came."""
         try:
-            kind, who, info = events.get(timeout=min(left, 0.5))
-        except Exception:
-            continue
+            kind, who, info = self.queue.get(timeout=timeout)
+        except Exception:                  # queue.Empty
+            return False
         if kind == "error":
             raise MarketError(f"{who}: {info}")
-        got[who] = info
+        self.seen[kind][who] = info
+        return True
+
+    def _how(self, who: str) -> str:
+        p = self._proc(who)
+        if p is None:
+            return who
+        if p.exitcode is None:
+            return f"{who} (pid {p.pid} still running)"
+        return f"{who} (pid {p.pid} exited with status {p.exitcode})"
+
+    def wait(self, kind: str, want: set, timeout: float, tick=None) -> dict:
+        """Until each of ``want`` said ``kind``; ``tick()`` runs between polls (the live
+        display).  Returns what they said, by who."""
+        end = time.monotonic() + timeout
+        while True:
+            missing = want - set(self.seen[kind])
+            if not missing:
+                return self.seen[kind]
+            left = end - time.monotonic()
+            if left <= 0:
+                silent = ", ".join(self._how(w) for w in sorted(missing))
+                raise MarketError(f"no word from {silent} after {timeout:g} s")
+            self.poll(min(left, 0.5))
+            if tick is not None:
+                tick()
+            ended = [w for w in missing if (p := self._proc(w)) is not None
+                     and p.exitcode is not None]
+            if ended:
+                # what it put before it ended is in the pipe already (a child's queue flushes
+                # at exit): read all of that before calling it silent
+                while self.poll(0.2):
+                    pass
+                ended = [w for w in ended if w not in self.seen[kind]]
+                if ended:
+                    raise MarketError(f"{', '.join(self._how(w) for w in sorted(ended))} "
+                                      f"without a word ({kind})")
 
 
 def _latency(stats, lines) -> list[dict]:
@@ -407,11 +472,10 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
                                        pid)))
         for p in procs:
             p.start()
-        ready: dict = {}
+        said = Events(events, procs)
         modes = {side: _side_running(proc, ring, 300) for side, (proc, ring) in sides.items()}
-        _collect(events, {f"strategy {s}" for s in range(STRATEGIES)} | {"exchange",
-                                                                         "order flow"},
-                 600, ready)
+        ready = said.wait("ready", {f"strategy {s}" for s in range(STRATEGIES)}
+                          | {"exchange", "order flow"}, 600)
         lines = [ready[f"strategy {s}"]["line"] for s in range(STRATEGIES)]
         stats = StatsRegion.open_existing(rings[1])
         print(f"hugering market: ready in {time.monotonic() - t_start:.1f} s; "
@@ -419,28 +483,30 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
         go.set()
         t0 = time.monotonic()
         prev = {"t": t0, "orders": 0, "itch": 0, "fills": 0}
-        done: dict = {}
+        # the order flow stops by itself after ``duration``; a minute more is a fault
+        flow_timeout = duration + 60
         if live:
             from rich.console import Console
             from rich.live import Live
             with Live(_render(board, stats, lines, t0, prev, duration),
                       console=Console(file=out), auto_refresh=False) as lv:
-                while "order flow" not in done:
-                    _poll(events, done, 0.5)
-                    lv.update(_render(board, stats, lines, t0, prev, duration), refresh=True)
+                said.wait("done", {"order flow"}, flow_timeout, tick=lambda: lv.update(
+                    _render(board, stats, lines, t0, prev, duration), refresh=True))
         else:
-            last = t0
-            while "order flow" not in done:
-                _poll(events, done, 0.5)
-                if time.monotonic() - last >= 5 and not json_out:
-                    last = time.monotonic()
-                    print(f"  {last - t0:4.1f} s: orders {int(board[B_GEN + 6]):,}, ITCH out "
-                          f"{int(board[B_X + 3]):,}", file=out, flush=True)
+            last = [t0]
+
+            def progress():
+                if time.monotonic() - last[0] >= 5 and not json_out:
+                    last[0] = time.monotonic()
+                    print(f"  {last[0] - t0:4.1f} s: orders {int(board[B_GEN + 6]):,}, ITCH "
+                          f"out {int(board[B_X + 3]):,}", file=out, flush=True)
+            said.wait("done", {"order flow"}, flow_timeout, tick=progress)
+        done = said.seen["done"]
         # drain: the exchange has published everything once its input ring is empty; the
         # strategies have read everything once the feed ring's consumers caught up
         _drain(rings, 20)
         board[B_STOP] = 1
-        _collect(events, {"exchange"}, 30, done)
+        said.wait("done", {"exchange"}, 30)
         if afxdp:
             # the TX side has sent all the exchange wrote once it consumed feedtx; the RX side
             # has everything once the feed ring holds as many frames (lost frames never come)
@@ -450,7 +516,7 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
         _drain(rings[1:2], 20)
         for k in lines:
             stats.request_stop(k)
-        _collect(events, {f"strategy {s}" for s in range(STRATEGIES)}, 30, done)
+        said.wait("done", {f"strategy {s}" for s in range(STRATEGIES)}, 30)
         for p in procs:
             p.join(10)
         result = _summary(done, board, duration)
@@ -493,16 +559,6 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
             remove_stats(n)
         if link is not None:
             link.close()
-
-
-def _poll(events, done, timeout):
-    try:
-        kind, who, info = events.get(timeout=timeout)
-    except Exception:
-        return
-    if kind == "error":
-        raise MarketError(f"{who}: {info}")
-    done[who] = info
 
 
 def _drain(rings, timeout):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engine import book as BK
 from engine import exchange as X
@@ -85,7 +87,8 @@ def test_market_demo_runs_clean():
                         "--order-rate", "40k", "--json"], capture_output=True, text=True,
                        cwd=ROOT, timeout=900)
     assert p.returncode == 0, p.stderr
-    assert f"removed what killed runs left: {', '.join(sorted(stale))}" in p.stderr, p.stderr
+    removed = [ln for ln in p.stderr.splitlines() if "removed what killed runs left: " in ln]
+    assert removed and set(stale) <= set(removed[0].split("left: ", 1)[1].split(", ")), p.stderr
     r = json.loads(p.stdout)
     assert r["ok"]
     published = r["exchange"]["messages_out"]
@@ -122,3 +125,114 @@ def test_market_demo_over_afxdp(need_root):
     names = os.listdir("/dev/shm") + (os.listdir("/dev/hugepages")
                                       if os.path.isdir("/dev/hugepages") else [])
     assert not [n for n in names if "market-" in n]
+
+
+def test_a_silent_process_is_named_with_how_it_ended():
+    """When a demo process never reports, the error says which, and whether it still runs or
+    how it ended (what made the strategy that missed its stop request diagnosable); one that
+    ended without its word fails the wait at once, not at the timeout, while one that put its
+    word before it ended is heard."""
+    import multiprocessing as mp
+
+    from engine.market import Events, MarketError
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    gone = ctx.Process(target=os._exit, args=(3,), name="strategy-1")
+    stuck = ctx.Process(target=time.sleep, args=(30,), name="exchange")
+    said_and_gone = ctx.Process(target=queue.put, args=(("done", "order flow", {"n": 7}),),
+                                name="order-flow")
+    procs = [gone, stuck, said_and_gone]
+    for p in procs:
+        p.start()
+    try:
+        gone.join(10)
+        said_and_gone.join(10)
+        said = Events(queue, procs)
+        assert said.wait("done", {"order flow"}, 10) == {"order flow": {"n": 7}}
+        with pytest.raises(MarketError) as e:
+            said.wait("done", {"exchange"}, 0.5)
+        assert str(e.value) == f"no word from exchange (pid {stuck.pid} still running) after 0.5 s"
+        t0 = time.monotonic()
+        with pytest.raises(MarketError) as e:
+            said.wait("ready", {"strategy 1", "exchange"}, 20)
+        assert str(e.value) == (f"strategy 1 (pid {gone.pid} exited with status 3) without a "
+                                "word (ready)")
+        assert time.monotonic() - t0 < 5
+    finally:
+        stuck.kill()
+        stuck.join()
+
+
+def _children_of(pid: int) -> list[int]:
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(d))
+    return kids
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill9"])
+def test_a_killed_afxdp_demo_leaves_nothing_polling(need_root, sig):
+    """``kill`` of ``hugering market --afxdp`` in full flow ends it like Ctrl-C (status 130,
+    rings and namespace removed); ``kill -9`` leaves no process behind either (the AF_XDP
+    sides, in sessions of their own, get SIGINT from the kernel when the demo dies; the
+    Python children notice their parent is gone), and the next run's sweep removes the rings
+    and the namespace."""
+    import io
+
+    from engine.market import sweep_stale
+    p = subprocess.Popen([sys.executable, "-m", "engine.cli", "market", "--afxdp", "--duration",
+                          "120", "--order-rate", "20k", "--no-live"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    netns = f"hm{p.pid}"
+    kids: list[int] = []
+    try:
+        lines = []
+        for line in p.stderr:                    # until the order flow runs
+            lines.append(line)
+            if "ready in" in line:
+                break
+        assert lines and "ready in" in lines[-1], "".join(lines)
+        time.sleep(1.0)
+        kids = _children_of(p.pid)
+        assert len(kids) >= 6, kids              # 2 strategies, exchange, order flow, 2 sides
+        p.send_signal(sig)
+        rc = p.wait(90)
+        end = time.monotonic() + 30
+        while [k for k in kids if _running(k)] and time.monotonic() < end:
+            time.sleep(0.2)
+        assert not [k for k in kids if _running(k)], kids
+        if sig == signal.SIGTERM:
+            assert rc == 130
+        else:
+            assert rc == -signal.SIGKILL
+            out = io.StringIO()
+            sweep_stale(out)
+            assert f"netns {netns}" in out.getvalue() and f"market-feed-{p.pid}" in out.getvalue()
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert netns not in listed.split()
+        names = os.listdir("/dev/shm") + os.listdir("/dev/hugepages")
+        assert not [n for n in names if f"-{p.pid}" in n and "market-" in n]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for k in kids:
+            if _running(k):
+                os.kill(k, signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        sweep_stale(io.StringIO())

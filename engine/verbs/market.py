@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from engine.cli import EXIT_RUNTIME, PROG, _add_json, _rate, _seconds, command
+from engine.cli import (EXIT_RUNTIME, PROG, _add_json, _rate, _seconds, _term_as_interrupt,
+                        command)
 
 
 @command("market", "order flow -> matching engine -> ITCH/MoldUDP64 feed ring -> two strategy "
@@ -28,8 +29,11 @@ def _market(p):
 def _market_run(a) -> int:
     from engine import market as MK
     try:
-        return MK.run_market(duration=a.duration, order_rate=a.order_rate, json_out=a.json,
-                             live=False if a.no_live else None, afxdp=a.afxdp)
+        # SIGTERM like Ctrl-C: the children stopped, the rings and the namespace removed
+        with _term_as_interrupt():
+            return MK.run_market(duration=a.duration, order_rate=a.order_rate,
+                                 json_out=a.json, live=False if a.no_live else None,
+                                 afxdp=a.afxdp)
     except MK.MarketError as e:
         print(f"{PROG}: error: market: {e}", file=sys.stderr)
         return EXIT_RUNTIME
