@@ -271,8 +271,9 @@ class Events:
         self.seen: dict = {"ready": {}, "done": {}}
 
     def _proc(self, who: str):
+        """The child whose events say ``who`` (each process is named as its events are)."""
         for p in self.procs:
-            if p.name.replace("-", " ") == who:
+            if p.name == who:
                 return p
         return None
 
@@ -458,7 +459,7 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
               + "; compiling (the first run takes a minute, later ones a few seconds) ...",
               file=out, flush=True)
         for s in range(STRATEGIES):
-            procs.append(ctx.Process(target=_strategy_main, name=f"strategy-{s}",
+            procs.append(ctx.Process(target=_strategy_main, name=f"strategy {s}",
                                      args=(names[1], s, board_raw, events, pid)))
         procs.append(ctx.Process(target=_exchange_main, name="exchange",
                                  args=(names[0], exchange_out, board_raw, events, pid)))
@@ -467,7 +468,7 @@ def run_market(duration: float = DEFAULT_DURATION, order_rate: float = DEFAULT_O
                             rings[1]),
                      "tx": (_start_side(link, link.tx_if, names[3], "udp dst port 9",
                                         tx_ring=names[2]), rings[3])}
-        procs.append(ctx.Process(target=_orders_main, name="order-flow",
+        procs.append(ctx.Process(target=_orders_main, name="order flow",
                                  args=(names[0], board_raw, order_rate, duration, go, events,
                                        pid)))
         for p in procs:

@@ -137,10 +137,10 @@ def test_a_silent_process_is_named_with_how_it_ended():
     from engine.market import Events, MarketError
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    gone = ctx.Process(target=os._exit, args=(3,), name="strategy-1")
+    gone = ctx.Process(target=os._exit, args=(3,), name="strategy 1")
     stuck = ctx.Process(target=time.sleep, args=(30,), name="exchange")
     said_and_gone = ctx.Process(target=queue.put, args=(("done", "order flow", {"n": 7}),),
-                                name="order-flow")
+                                name="order flow")
     procs = [gone, stuck, said_and_gone]
     for p in procs:
         p.start()
@@ -178,11 +178,11 @@ def _children_of(pid: int) -> list[int]:
 
 
 def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    """Exists and is not a zombie (a killed demo's children are reparented; a container's
+    init may not reap them)."""
+    from shm.clock import pid_alive
+    from shm.liveness import _is_zombie
+    return pid_alive(pid) and not _is_zombie(pid)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill9"])

@@ -24,9 +24,10 @@ the process pinned (``--cpus``, first CPU).  One pass over the whole buffer per 
   slots of an open-addressing table keyed by order ref, linear probing from the same home
   function, backward-shift deletion; per side a sorted key array with the best level last and
   the levels' figures after it, the sides' heads in a dense array of their own, keys counted
-  8 at a time from the top then bisected, birth stamps; the same refusals and counters; the
-  same prefetch of the slot of the block 8 ahead), in structs of int64 fields.  It reads the very bytes from
-  a file this program writes, in a child pinned to the same CPU, and times its pass with
+  16 at a time from the top over sentinel words below each side's keys, bisected below two
+  blocks, birth stamps; the same refusals and counters; the same prefetch of the slot of the
+  block 8 ahead), in structs of int64 fields.  It reads the very bytes from a file this
+  program writes, in a child pinned to the same CPU, and times its pass with
   CLOCK_MONOTONIC.  Its big allocations ask for transparent huge pages as numpy's do (the
   hugering side's state and stream are numpy arrays), so both sides stand on the same pages.
 
