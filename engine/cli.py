@@ -549,7 +549,7 @@ output
   index         packet number in the file, from 0
   ts            timestamp, seconds since the epoch (float, about microsecond precision)
   ts_ns         the same timestamp, integer nanoseconds (exact)
-  caplen        bytes captured (clamped to --slot-size)
+  caplen        bytes captured (the whole packet; its first B bytes with --slot-size B)
   wire_len      length on the wire
   flags         parser flags, names (parsers.record): truncated, malformed, unsupported, llc,
                 vlan, qinq, vlan_too_deep, fragment, nonfirst_fragment, ip_options, ipv6_ext,
@@ -569,9 +569,10 @@ output
   payload_len   payload bytes captured
 
 exit status
-  0 ok; 1 the capture could not be read, or is damaged: the packets before the damage are
-  printed, then the error with its byte offset; 2 a bad command line or --filter expression
-  (the message names the offending token and its column)."""
+  0 ok; 1 the capture could not be read, is not Ethernet (link type 1), or is damaged: the
+  packets before the damage are printed, then the error with its byte offset; 2 a bad
+  command line or --filter expression (the message names the offending token and its
+  column)."""
 
 _TCP_FLAG_BITS = ((0x001, "FIN"), (0x002, "SYN"), (0x004, "RST"), (0x008, "PSH"),
                   (0x010, "ACK"), (0x020, "URG"), (0x040, "ECE"), (0x080, "CWR"),
@@ -594,9 +595,9 @@ def _parse(p):
     p.add_argument("--jsonl", action="store_true", help="one JSON object per packet")
     p.add_argument("--count", type=_count, metavar="N",
                    help="stop after printing N packets (as tcpdump -c)")
-    p.add_argument("--slot-size", type=_int_in(64, 9216), default=2048, metavar="B",
-                   help="bytes kept per packet, 64..9216 (default 2048); longer frames are "
-                        "parsed over their first B bytes")
+    p.add_argument("--slot-size", type=_int_in(64, 9216), default=None, metavar="B",
+                   help="parse each packet over its first B bytes, 64..9216, as a ring slot "
+                        "of that size holds it (default: every packet whole, however long)")
     p.set_defaults(handler=_parse_run)
 
 
@@ -612,9 +613,11 @@ def _filter_error(e) -> str:
 def _parse_run(a) -> int:
     import numpy as np
     from parsers.filters import FilterSyntaxError
-    from parsers.l2l4 import parse_slot_array
+    from parsers.l2l4 import parse_frames, parse_slot_array
     from parsers.pcap import PcapError, read_capture
     from parsers.pcap_filter import compile_pcap_filter
+    from parsers.record import new_records
+    from shm import layout as L
 
     flt = None
     if a.filter is not None:
@@ -622,16 +625,40 @@ def _parse_run(a) -> int:
             flt = compile_pcap_filter(a.filter)
         except FilterSyntaxError as e:
             raise UsageError(_filter_error(e)) from None
+    whole = a.slot_size is None
     try:
-        cap = read_capture(a.file, slot_size=a.slot_size)
+        # whole packets: the file's bytes are kept and every packet is parsed where it lies
+        # (a GRO'd 64 KiB TCP segment too); the slots then only carry the metadata
+        cap = read_capture(a.file, slot_size=L.MIN_SLOT_SIZE if whole else a.slot_size,
+                           keep_bytes=whole)
     except PcapError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_RUNTIME
-    recs = parse_slot_array(cap.slots)
-    if flt is not None:
-        verdict = flt.match_slot_array(cap.slots, recs)
+    # the parsers read Ethernet frames: a cooked ('-i any'), raw-IP or loopback-BSD capture
+    # would be parsed as garbage, so it is refused, naming its link type
+    used = np.unique(cap.slots["port"]) if cap.count else np.zeros(0, np.int64)
+    bad = sorted({cap.linktypes[int(k)] for k in used
+                  if int(k) < len(cap.linktypes) and cap.linktypes[int(k)] != 1})
+    if bad:
+        names = {0: "NULL", 101: "RAW", 113: "LINUX_SLL", 276: "LINUX_SLL2", 228: "IPV4",
+                 229: "IPV6"}
+        kind = names.get(bad[0], "")
+        print(f"{PROG}: error: {a.file}: link type {bad[0]}{f' ({kind})' if kind else ''} is "
+              f"not Ethernet (1): the parsers read Ethernet frames (capture on one interface, "
+              f"not 'any', or rewrite with 'tcprewrite --dlt=enet')", file=sys.stderr)
+        return EXIT_RUNTIME
+    if whole:
+        recs = new_records(cap.count)
+        parse_frames(cap.data, cap.frame_offsets, cap.frame_lengths, cap.count, recs)
     else:
+        recs = parse_slot_array(cap.slots)
+    if flt is None:
         verdict = np.ones(cap.count, dtype=bool)
+    elif whole:
+        verdict = flt.match_frames(cap.data, cap.frame_offsets, cap.frame_lengths,
+                                   cap.slots["wire_len"], recs)
+    else:
+        verdict = flt.match_slot_array(cap.slots, recs)
     sel = np.nonzero(verdict)[0]
     matched = len(sel)
     if a.count is not None:

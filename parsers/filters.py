@@ -713,6 +713,19 @@ class Filter:
         return bool(match(rec[0], buf, 0, len(frame), len(frame) if wirelen is None else wirelen,
                           self.prog))
 
+    def match_frames(self, buf: np.ndarray, bases: np.ndarray, caplens: np.ndarray,
+                     wirelens: np.ndarray, recs: np.ndarray) -> np.ndarray:
+        """Verdicts (bool array) for frames of one buffer (frame i at ``buf[bases[i]:][:
+        caplens[i]]``, parsed into ``recs[i]``, e.g. by ``parsers.l2l4.parse_frames``): a
+        capture read with ``keep_bytes=True``, every packet whole."""
+        n = min(len(bases), len(caplens), len(wirelens), len(recs))
+        verdict = np.zeros(max(n, 1), dtype=np.uint8)
+        match_burst(recs, np.ascontiguousarray(buf, dtype=np.uint8).reshape(-1),
+                    np.ascontiguousarray(bases, dtype=np.int64),
+                    np.ascontiguousarray(caplens, dtype=np.int64),
+                    np.ascontiguousarray(wirelens, dtype=np.int64), n, self.prog, verdict)
+        return verdict[:n].astype(bool)
+
     def match_slot_array(self, slots: np.ndarray, recs: np.ndarray | None = None) -> np.ndarray:
         """Verdicts (bool array) for a contiguous array of ``shm.layout.slot_dtype`` records,
         e.g. ``parsers.pcap.read_capture(path).slots`` (parsed first when the filter reads the

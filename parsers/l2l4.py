@@ -14,6 +14,8 @@ Entry points
     allocation).  Works on a live ring and on a slot array read from a pcap file, see its
     docstring.  ``parse_slot_array(slots, recs=None)`` is the plain-Python convenience for the
     latter.
+``parse_frames(buf, bases, caplens, count, recs) -> int``
+    Frames anywhere in one buffer (a capture file's bytes, packets longer than any slot).
 
 Offset convention
 -----------------
@@ -82,8 +84,11 @@ datagram's end (total length / 40 + payload length), the UDP length, the 802.3 l
 Field notes: ``ip_frag_flags`` holds the three IPv4 flag bits as on the wire (bit 2 reserved,
 bit 1 DF, bit 0 MF).  ``ip_len`` for IPv6 is 40 + payload length, saturated at 65535.  IPv6
 jumbograms (payload length 0 + hop-by-hop option) are not supported (never on Ethernet).
-Frames longer than ``MAX_CAPLEN`` (the i2 offsets' range) are parsed over their first
-``MAX_CAPLEN`` bytes.
+Frames longer than ``MAX_CAPLEN`` (pcap's largest record, 256 KiB) are parsed over their first
+``MAX_CAPLEN`` bytes.  The stored offsets fit ``i2`` whatever the frame's length (the deepest
+header ends before byte ~16.5 K: two tags, eight IPv6 extension headers of at most 2 KiB, TCP
+with options); ``payload_len`` is a ``u2`` that saturates at ``PAYLOAD_LEN_MAX`` (65535): every
+IP payload fits, only a non-IP frame longer than 64 KiB can reach it.
 """
 from __future__ import annotations
 
@@ -107,7 +112,8 @@ TPID_8021AD = 0x88A8
 TPID_9100 = 0x9100
 MAX_VLAN = 2            # tags decoded; a third sets F_VLAN_TOO_DEEP
 MAX_EXT = 8             # IPv6 extension headers walked; a ninth sets F_EXT_CHAIN_LIMIT
-MAX_CAPLEN = 32767      # record offsets are i2
+MAX_CAPLEN = 1 << 18    # pcap's MAXIMUM_SNAPLEN (parsers.pcap.MAX_RECORD)
+PAYLOAD_LEN_MAX = 0xFFFF  # payload_len is u2: saturates here (only non-IP frames > 64 KiB)
 IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT = 0, 43, 44
 IPPROTO_AH, IPPROTO_DSTOPTS = 51, 60
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = 1, 6, 17, 58
@@ -580,7 +586,7 @@ def _frame(p, n, base, caplen, rec):
         if lim > end:
             lim = end
         rec.payload_off = o - base
-        rec.payload_len = lim - o
+        rec.payload_len = min(lim - o, PAYLOAD_LEN_MAX)
         return o
     while et == TPID_8021Q or et == TPID_8021AD or et == TPID_9100:
         o = _vlan(p, n, o, end, rec)
@@ -603,7 +609,7 @@ def _frame(p, n, base, caplen, rec):
         rec.l3_off = -1
         rec.flags |= F_UNSUPPORTED
         rec.payload_off = o - base
-        rec.payload_len = end - o
+        rec.payload_len = min(end - o, PAYLOAD_LEN_MAX)
         return o
     if q < 0:
         return -1
@@ -632,7 +638,7 @@ def _frame(p, n, base, caplen, rec):
         if r < 0:
             return -1
     rec.payload_off = r - base
-    rec.payload_len = dend - r
+    rec.payload_len = min(dend - r, PAYLOAD_LEN_MAX)
     return r
 
 
@@ -796,6 +802,21 @@ def parse_slots(slot_bytes, stride, slot_size, first, count, capacity, recs):
         if lying:
             rec.flags |= F_TRUNCATED
     return count
+
+
+@njit(cache=True, nogil=True)
+def parse_frames(buf, bases, caplens, count, recs):
+    """Parse ``count`` frames of one buffer, frame ``i`` at ``buf[bases[i] : bases[i] +
+    caplens[i]]``, into ``recs[i]``; returns how many were parsed (``count`` clamped to the
+    shortest array).  For frames that are not in ring slots: a capture file's bytes as
+    ``read_capture(path, keep_bytes=True)`` keeps them, each packet whole however long.  The
+    same guarantees as ``parse_frame`` (a range outside ``buf`` is clamped and flagged)."""
+    m = min(count, bases.shape[0], caplens.shape[0], recs.shape[0])
+    p = _byte_ptr(buf)
+    n = buf.shape[0]
+    for i in range(m):
+        _frame(p, n, np.int64(bases[i]), np.int64(caplens[i]), recs[i])
+    return m
 
 
 def parse_slot_array(slots: np.ndarray, recs: np.ndarray | None = None) -> np.ndarray:

@@ -69,6 +69,11 @@ class Capture:
     error: str | None = None
     error_offset: int | None = None
     linktypes: list[int] = field(default_factory=list)   # pcapng: per interface (slot 'port')
+    # read_capture(keep_bytes=True): the file's bytes, and each packet's place and captured
+    # length in them (whole, however long its slot copy is)
+    data: np.ndarray | None = None
+    frame_offsets: np.ndarray | None = None
+    frame_lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.count
@@ -92,7 +97,11 @@ def _u32(d, o, swap):
 
 
 @njit(cache=True, nogil=True)
-def _store(words, slot_bytes, stride, i, seq, ts_ns, wire_len, cap_len, port, d, src, size):
+def _store(words, slot_bytes, stride, i, seq, ts_ns, wire_len, cap_len, port, d, src, size,
+           index):
+    if index.shape[0] != 0:             # where the whole packet lies in the file, and its length
+        index[2 * i] = src
+        index[2 * i + 1] = cap_len
     base = i * (stride // 8)
     flags = 0
     n = cap_len
@@ -108,7 +117,7 @@ def _store(words, slot_bytes, stride, i, seq, ts_ns, wire_len, cap_len, port, d,
 
 
 @njit(cache=True, nogil=True)
-def _walk_pcap(d, swap, nano, fill, words, slot_bytes, stride, size, limit, status):
+def _walk_pcap(d, swap, nano, fill, words, slot_bytes, stride, size, limit, status, index):
     """Walk classic pcap records from byte 24.  status: [count, error code, error offset]."""
     o = 24
     n = 0
@@ -132,7 +141,7 @@ def _walk_pcap(d, swap, nano, fill, words, slot_bytes, stride, size, limit, stat
             break
         if fill:
             ts = sec * 1_000_000_000 + (frac if nano else frac * 1000)
-            _store(words, slot_bytes, stride, n, n, ts, orig, incl, 0, d, o + 16, size)
+            _store(words, slot_bytes, stride, n, n, ts, orig, incl, 0, d, o + 16, size, index)
         n += 1
         o += 16 + incl
     status[0] = n
@@ -163,7 +172,7 @@ def _ts_ns(ts, resol, offset_s):
 
 @njit(cache=True, nogil=True)
 def _walk_pcapng(d, fill, words, slot_bytes, stride, size, limit, if_link, if_resol, if_off,
-                 if_snap, status):
+                 if_snap, status, index):
     """Walk pcapng blocks.  status: [count, error code, error offset, interfaces (total),
     first linktype, finest resolution exponent seen]."""
     o = 0
@@ -266,7 +275,8 @@ def _walk_pcapng(d, fill, words, slot_bytes, stride, size, limit, if_link, if_re
             if fill:
                 k = base_if + iface
                 ts = _ts_ns((hi << 32) | lo, if_resol[k], if_off[k])
-                _store(words, slot_bytes, stride, n, n, ts, orig, cap, k, d, body + 20, size)
+                _store(words, slot_bytes, stride, n, n, ts, orig, cap, k, d, body + 20, size,
+                       index)
             n += 1
         elif btype == 3:                                 # simple packet block (interface 0)
             if nif == 0:
@@ -281,7 +291,8 @@ def _walk_pcapng(d, fill, words, slot_bytes, stride, size, limit, if_link, if_re
             if cap > body_end - body - 4:
                 cap = body_end - body - 4
             if fill:
-                _store(words, slot_bytes, stride, n, n, 0, orig, cap, base_if, d, body + 4, size)
+                _store(words, slot_bytes, stride, n, n, 0, orig, cap, base_if, d, body + 4, size,
+                       index)
             n += 1
         o += blen
     status[0] = n
@@ -290,11 +301,16 @@ def _walk_pcapng(d, fill, words, slot_bytes, stride, size, limit, if_link, if_re
 
 # --- Python surface ----------------------------------------------------------------------------
 def read_capture(path, slot_size: int = L.DEFAULT_SLOT_SIZE, limit: int | None = None,
-                 strict: bool = False) -> Capture:
+                 strict: bool = False, keep_bytes: bool = False) -> Capture:
     """Read a pcap or pcapng file into ring slot records (``shm.layout.slot_dtype``).
 
     ``seq`` is the packet index, ``ts_ns`` ns since the epoch, ``port`` the pcapng interface
-    (0 for pcap).  Frames longer than ``slot_size`` are clamped and flagged truncated."""
+    (0 for pcap).  Frames longer than ``slot_size`` are clamped and flagged truncated.
+
+    ``keep_bytes=True`` also keeps the file's bytes (``Capture.data``) and where each whole
+    packet lies in them (``frame_offsets``, ``frame_lengths``: its captured length, however
+    long), so a packet longer than a slot can still be parsed and filtered whole
+    (``parsers.l2l4.parse_frames``, ``Filter.match_frames``: ``hugering parse`` does)."""
     if not L.MIN_SLOT_SIZE <= slot_size <= L.MAX_SLOT_SIZE:
         raise ValueError(f"slot_size must be {L.MIN_SLOT_SIZE}..{L.MAX_SLOT_SIZE}")
     path = os.fspath(path)
@@ -311,15 +327,19 @@ def read_capture(path, slot_size: int = L.DEFAULT_SLOT_SIZE, limit: int | None =
     magic_be = int(data[:4].view(">u4")[0])
     empty_w = np.zeros(0, np.int64)
     empty_b = np.zeros(0, np.uint8)
+    index = empty_w
     if magic_le == PCAPNG_SHB:
         status = np.zeros(6, np.int64)
         tables = [np.zeros(MAX_INTERFACES * 4, np.int64) for _ in range(4)]
-        _walk_pcapng(data, False, empty_w, empty_b, stride, slot_size, limit, *tables, status)
+        _walk_pcapng(data, False, empty_w, empty_b, stride, slot_size, limit, *tables, status,
+                     empty_w)
         count = int(status[0])
         slots = np.zeros(count, dtype=dtype)
         status2 = np.zeros(6, np.int64)
+        if keep_bytes:
+            index = np.zeros(2 * count, np.int64)
         _walk_pcapng(data, True, slots.view(np.int64), slots.view(np.uint8), stride, slot_size,
-                     count, *tables, status2)
+                     count, *tables, status2, index)
         nif = int(status[3])
         cap = Capture(slots, count, "pcapng", int(status[4]), int(status[5]) > 6,
                       linktypes=[int(x) for x in tables[0][:nif]])
@@ -331,14 +351,21 @@ def read_capture(path, slot_size: int = L.DEFAULT_SLOT_SIZE, limit: int | None =
         order = ">" if swap else "<"
         linktype = int(data[20:24].view(order + "u4")[0]) & 0x0FFFFFFF
         status = np.zeros(3, np.int64)
-        _walk_pcap(data, swap, nano, False, empty_w, empty_b, stride, slot_size, limit, status)
+        _walk_pcap(data, swap, nano, False, empty_w, empty_b, stride, slot_size, limit, status,
+                   empty_w)
         count = int(status[0])
         slots = np.zeros(count, dtype=dtype)
+        if keep_bytes:
+            index = np.zeros(2 * count, np.int64)
         _walk_pcap(data, swap, nano, True, slots.view(np.int64), slots.view(np.uint8), stride,
-                   slot_size, count, np.zeros(3, np.int64))
+                   slot_size, count, np.zeros(3, np.int64), index)
         cap = Capture(slots, count, "pcap", linktype, nano, linktypes=[linktype])
     else:
         raise PcapError(f"{path}: byte 0: magic 0x{magic_le:08x} is neither pcap nor pcapng", 0)
+    if keep_bytes:
+        cap.data = data
+        cap.frame_offsets = index[0::2]
+        cap.frame_lengths = index[1::2]
     if int(status[1]) != E_OK:
         off = int(status[2])
         cap.error = (f"{path}: byte {off}: {_MESSAGES[int(status[1])]}; "

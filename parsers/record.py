@@ -51,7 +51,7 @@ FIELDS = [
     ("l3_off", "i2", "offset of the network header (-1 none)"),
     ("l4_off", "i2", "offset of the transport / ICMP / ARP header (-1 none)"),
     ("payload_off", "i2", "offset of the L4 payload (-1 none)"),
-    ("payload_len", "i2", "payload bytes captured (bounded by the IP/UDP lengths)"),
+    ("payload_len", "u2", "payload bytes captured (IP/UDP lengths bound it; saturates at 65535)"),
     ("ethertype", "u2", "innermost ethertype (after VLAN tags); 0 for 802.3/LLC"),
     ("vlan_count", "u1", "VLAN tags seen (0..2 decoded)"),
     ("ip_version", "u1", "4, 6, or 0 when there is no IP header"),

@@ -17,7 +17,8 @@ import struct
 
 from parsers import record as R
 
-MAX_CAPLEN = 32767
+MAX_CAPLEN = 1 << 18        # pcap's largest record
+PAYLOAD_LEN_MAX = 0xFFFF    # payload_len is a u2 and saturates
 NAMES = [f[0] for f in R.FIELDS]
 L2_FIELDS = ("ethertype", "vlan_count", "vlan_tpid", "vlan_id0", "vlan_id1", "vlan_pcp0",
              "vlan_pcp1", "l3_off")
@@ -68,7 +69,7 @@ def naive_parse(frame: bytes) -> dict:
     def done(payload_at=None, payload_end=None):
         if payload_at is not None:
             r["payload_off"] = payload_at
-            r["payload_len"] = max(0, min(payload_end, cap) - payload_at)
+            r["payload_len"] = min(PAYLOAD_LEN_MAX, max(0, min(payload_end, cap) - payload_at))
         r["flags"] = sum(fl)
         return r
 

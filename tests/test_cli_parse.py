@@ -196,6 +196,52 @@ def test_corrupt_capture(tmp_path, capsys):
     assert f"byte {24 + 16 + len(FRAMES[0])}" in err
 
 
+def long_capture(path, sizes, linktype: int = 1) -> list[bytes]:
+    """Classic pcap of UDP frames with ``sizes``-byte payloads (longer than any ring slot),
+    written by hand: ``write_pcap`` writes slots, and no slot holds these."""
+    frames = [eth(0x0800) + ipv4(17, "10.0.0.1", "10.0.0.2",
+                                 udp(1000 + i, 2000, bytes([i + 1]) * n))
+              for i, n in enumerate(sizes)]
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+        for i, fr in enumerate(frames):
+            f.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(fr), len(fr)) + fr)
+    return frames
+
+
+def test_packets_are_parsed_whole_however_long(tmp_path, capsys):
+    p = tmp_path / "long.pcap"
+    sizes = [10, 3000, 20_000, 65_000]
+    frames = long_capture(p, sizes)
+    rc, pk, err = jsonl(capsys, p)
+    assert rc == 0 and "4 packets read, 4 matched" in err
+    assert [q["caplen"] for q in pk] == [len(f) for f in frames]
+    assert [q["payload_len"] for q in pk] == sizes
+    assert all(q["flags"] == [] for q in pk), [q["flags"] for q in pk]
+    # filters read the whole packet too: the byte at payload offset 15000 of packet 2 only
+    rc, pk, _ = jsonl(capsys, p, "--filter", "udp[15008:1] = 3")
+    assert rc == 0 and [q["index"] for q in pk] == [2]
+    rc, pk, _ = jsonl(capsys, p, "--filter", "greater 20000")
+    assert [q["index"] for q in pk] == [2, 3]
+    # --slot-size B: each packet over its first B bytes, as a ring slot of B bytes holds it
+    rc, pk, _ = jsonl(capsys, p, "--slot-size", 2048)
+    assert [q["caplen"] for q in pk] == [len(frames[0]), 2048, 2048, 2048]
+    assert ["truncated" in q["flags"] for q in pk] == [False, True, True, True]
+    rc, pk, _ = jsonl(capsys, p, "--slot-size", 2048, "--filter", "udp[15008:1] = 3")
+    assert rc == 0 and pk == []
+
+
+@pytest.mark.parametrize("linktype, name", [(276, "LINUX_SLL2"), (113, "LINUX_SLL"),
+                                            (101, "RAW"), (147, "")])
+def test_a_capture_that_is_not_ethernet_is_refused(tmp_path, capsys, linktype, name):
+    p = tmp_path / "cooked.pcap"
+    long_capture(p, [10], linktype)
+    rc, out, err = run(capsys, p)
+    assert rc == 1 and out == ""
+    assert f"link type {linktype}" in err and "not Ethernet" in err
+    assert name in err
+
+
 def test_not_a_capture(tmp_path, capsys):
     p = tmp_path / "x.pcap"
     p.write_bytes(b"hello world, not a capture")

@@ -322,11 +322,24 @@ def test_caller_lengths_are_clamped_to_the_array():
         assert recs[0]["flags"] & R.F_TRUNCATED and recs[0]["ethertype"] == 0
 
 
-def test_frames_beyond_max_caplen_are_parsed_over_the_first_32767_bytes():
+def test_long_frames_are_parsed_whole_and_only_a_non_ip_payload_saturates():
+    # a 40000-byte UDP datagram that claims 65535 bytes: parsed over all it has (the offsets
+    # stay small), truncated because the IP length says more was sent
     big = eth(ipv4(udp(bytes(40000)), 17, total_len=65535), 0x0800)
     got = parsed(big)
-    assert got["caplen"] == P.MAX_CAPLEN and got["flags"] & R.F_TRUNCATED
-    assert got["payload_len"] == P.MAX_CAPLEN - 42
+    assert got["caplen"] == len(big) and got["flags"] & R.F_TRUNCATED
+    assert got["payload_off"] == 42 and got["payload_len"] == 40000
+    # loopback's MTU: a 65535-byte IPv4 datagram in a 65549-byte frame, whole
+    whole = eth(ipv4(udp(bytes(65535 - 28)), 17), 0x0800)
+    got = parsed(whole)
+    assert got["caplen"] == 65549 and got["flags"] == 0 and got["payload_len"] == 65535 - 28
+    # an unsupported ethertype's payload is the rest of the frame: u2, saturated
+    other = eth(bytes(100_000), 0x88B5)
+    got = parsed(other)
+    assert got["flags"] == R.F_UNSUPPORTED and got["payload_len"] == P.PAYLOAD_LEN_MAX
+    # beyond pcap's largest record: the first MAX_CAPLEN bytes
+    huge = eth(bytes(P.MAX_CAPLEN), 0x88B5)
+    assert parsed(huge)["caplen"] == P.MAX_CAPLEN
 
 
 def test_slot_constants_match_the_ring_layout():

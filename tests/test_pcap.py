@@ -134,6 +134,31 @@ def test_pcapng_interfaces_resolutions_sections_and_block_kinds(tmp_path, endian
     assert [int(x) for x in cap.slots["port"]] == [0, 1, 2, 0, 3, 3]
 
 
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_keep_bytes_points_at_each_whole_packet(tmp_path, fmt, endian):
+    """``keep_bytes=True``: ``data[frame_offsets[i]:][:frame_lengths[i]]`` is packet i as
+    captured, however much longer than the slot (every pcapng packet block kind)."""
+    frames = FRAMES[:6] + [bytes(range(256)) * 40]             # 10240 bytes
+    path = tmp_path / f"a.{fmt}"
+    if fmt == "pcap":
+        path.write_bytes(classic(frames, [10**18 + i for i in range(len(frames))],
+                                 endian=endian))
+    else:
+        kinds = ["epb", "pb", "spb", "epb", "pb", "epb", "epb"]
+        path.write_bytes(pcapng([([(1, None, 0)], [(0, 0, f, k) for f, k in
+                                                     zip(frames[:2], kinds)]),
+                                 ([(1, 9, 0)], [(0, 0, f, k) for f, k in
+                                                zip(frames[2:], kinds[2:])])], endian))
+    cap = P.read_capture(path, slot_size=64, keep_bytes=True)
+    assert cap.error is None and cap.count == len(frames)
+    assert cap.frame_offsets.dtype == np.int64 and len(cap.frame_lengths) == len(frames)
+    for i, f in enumerate(frames):
+        o, n = int(cap.frame_offsets[i]), int(cap.frame_lengths[i])
+        assert cap.data[o:o + n].tobytes() == f, i
+    assert P.read_capture(path, slot_size=64).data is None      # not kept unless asked
+
+
 def test_every_truncation_keeps_the_packets_before_it(tmp_path):
     data = classic(FRAMES[:5], TS[:5])
     ends = []                       # byte offset where each record ends

@@ -27,7 +27,7 @@ typedef struct hr_record {
     int16_t l3_off;  /* offset of the network header (-1 none) */
     int16_t l4_off;  /* offset of the transport / ICMP / ARP header (-1 none) */
     int16_t payload_off;  /* offset of the L4 payload (-1 none) */
-    int16_t payload_len;  /* payload bytes captured (bounded by the IP/UDP lengths) */
+    uint16_t payload_len;  /* payload bytes captured (IP/UDP lengths bound it; saturates at 65535) */
     uint16_t ethertype;  /* innermost ethertype (after VLAN tags); 0 for 802.3/LLC */
     uint8_t vlan_count;  /* VLAN tags seen (0..2 decoded) */
     uint8_t ip_version;  /* 4, 6, or 0 when there is no IP header */

@@ -35,7 +35,9 @@
 #define SLOT_HEADER 32
 #define SLOT_WIRE_LEN 16
 #define SLOT_CAP_LEN 20
-#define MAX_CAPLEN 32767
+#define MAX_CAPLEN (1 << 18)
+#define PAYLOAD_LEN_MAX 0xFFFF   /* payload_len is u2: saturates (parsers.l2l4) */
+#define SAT(x) ((x) < PAYLOAD_LEN_MAX ? (x) : PAYLOAD_LEN_MAX)
 #define MAX_EXT 8
 
 static inline int64_t rd8(const uint8_t *p) { return p[0]; }
@@ -173,7 +175,7 @@ static int64_t parse_frame(const uint8_t *f, int64_t caplen, hr_record *r) {
         r->flags |= HR_F_LLC | (et > avail ? HR_F_TRUNCATED : et < avail ? HR_F_PADDED : 0);
         int64_t lim = o + et < end ? o + et : end;
         r->payload_off = o;
-        r->payload_len = lim - o;
+        r->payload_len = SAT(lim - o);
         return o;
     }
     r->ethertype = et;
@@ -244,7 +246,7 @@ static int64_t parse_frame(const uint8_t *f, int64_t caplen, hr_record *r) {
         r->l3_off = -1;
         r->flags |= HR_F_UNSUPPORTED;
         r->payload_off = o;
-        r->payload_len = end - o;
+        r->payload_len = SAT(end - o);
         return o;
     }
     if (q < 0) return -1;
@@ -285,7 +287,7 @@ static int64_t parse_frame(const uint8_t *f, int64_t caplen, hr_record *r) {
         if (rr < 0) return -1;
     }
     r->payload_off = rr;
-    r->payload_len = dend - rr;
+    r->payload_len = SAT(dend - rr);
     return rr;
 }
 
