@@ -239,7 +239,7 @@ def frames(draw):
     wire = max(wire, len(data)) + draw(st.sampled_from([0, 0, 4, 1000]))
     rec_mode = draw(st.sampled_from([0, 0, 0, 1, 2]))
     poff = draw(st.integers(-3, 130))
-    plen = draw(st.integers(-3, 130))
+    plen = draw(st.one_of(st.integers(0, 130), st.just(0xFFFF)))   # payload_len is a u2
     return data, wire, rec_mode, poff, plen
 
 

@@ -1,6 +1,6 @@
 """AF_XDP ingest against Python socket loops, on the same kernel-generated UDP traffic.
 
-    python tools/bench_afxdp.py [--json] [--packets N] [--sender xdp|udp] [--rate PPS]
+    python tools/bench_afxdp.py [--json] [--packets N] [--sender auto|xdp|udp] [--rate PPS]
                                 [--repeats R] [--quick]
 
 Creates two network namespaces it owns (``hb<pid>r`` receives, ``hb<pid>t`` sends) joined by a
@@ -25,6 +25,11 @@ The senders (C programs in ``tools/reference``, compiled with gcc into its build
   and AF_PACKET runs).
 * ``--sender udp``: ``udp_blast.c``, ``sendmmsg`` on a UDP socket in batches of 32, flat out
   or paced at ``--rate``.
+* ``--sender auto`` (the default): xdp where the kernel allows live-frame test runs, else udp.
+  Some kernels refuse them outright (seen: a 6.18 kernel in a sandbox without
+  ``CAP_SYS_RESOURCE`` answers ``EPERM`` for any program); one frame is sent first to find
+  out, and the JSON says which sender ran and why (``sender``, ``sender_note``).  An explicit
+  ``--sender xdp`` on such a kernel is an error that says so.
 
 Where the work lands (a veth has no hardware queue of its own): the receiving veth's NAPI --
 the XDP program and the copy into the UMEM for AF_XDP, the whole IPv4/UDP receive path and the
@@ -199,6 +204,19 @@ def role_afpacket(a) -> None:
 
 
 # --- the driver --------------------------------------------------------------------------------
+def xdp_live_frames_refused() -> str | None:
+    """Send one frame with the xdp sender on a throw-away pair: None when the kernel runs it,
+    else its error (e.g. "BPF_PROG_RUN: Operation not permitted")."""
+    exe = bc.compile_c(SENDERS["xdp"], include_dirs=(), libs=("-lbpf",))
+    with Pair() as pair:
+        out = subprocess.run(["ip", "netns", "exec", pair.tx, str(exe), pair.tx_if, "1",
+                              pair.rx_mac, pair.tx_mac, pair.tx_ip, pair.rx_ip, str(PORT),
+                              str(PAYLOAD + 42)], capture_output=True, text=True, timeout=60)
+    if out.returncode == 0:
+        return None
+    return out.stderr.strip().removeprefix("xdp_blast: ") or f"exit status {out.returncode}"
+
+
 def measure(pair: Pair, kind: str, sender: Path, args) -> dict:
     cmd = ["ip", "netns", "exec", pair.rx, sys.executable, str(Path(__file__).resolve()),
            "--role", kind, "--iface", pair.rx_if, "--expect", str(args.packets),
@@ -242,9 +260,9 @@ def measure(pair: Pair, kind: str, sender: Path, args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=300_000, help="datagrams per run")
-    ap.add_argument("--sender", choices=tuple(SENDERS), default="xdp",
-                    help="xdp: the kernel's XDP live-frames generator (default); udp: sendmmsg "
-                         "on a UDP socket")
+    ap.add_argument("--sender", choices=("auto", *SENDERS), default="auto",
+                    help="xdp: the kernel's XDP live-frames generator; udp: sendmmsg on a UDP "
+                         "socket; auto (default): xdp where the kernel allows it, else udp")
     ap.add_argument("--rate", type=float, default=0,
                     help="offered packets/s for --sender udp (0: flat out)")
     ap.add_argument("--mode", choices=("native", "skb"), default="native",
@@ -269,10 +287,25 @@ def main(argv=None) -> int:
     if args.rate and args.sender != "udp":
         print("bench_afxdp: --rate paces the udp sender only (--sender udp)", file=sys.stderr)
         return 2
-    if args.sender == "xdp" and not shutil.which("ethtool"):
-        print("bench_afxdp: --sender xdp needs ethtool (Debian package ethtool)",
-              file=sys.stderr)
-        return 1
+    if args.sender == "auto" and args.rate:
+        args.sender = "udp"
+    if args.sender in ("xdp", "auto") and not shutil.which("ethtool"):
+        if args.sender == "xdp":
+            print("bench_afxdp: --sender xdp needs ethtool (Debian package ethtool)",
+                  file=sys.stderr)
+            return 1
+        args.sender = "udp"
+    note = None
+    if args.sender in ("xdp", "auto"):
+        refusal = xdp_live_frames_refused()
+        if refusal and args.sender == "xdp":
+            print(f"bench_afxdp: --sender xdp: this kernel refuses XDP live-frame test runs "
+                  f"({refusal}); use --sender udp", file=sys.stderr)
+            return 1
+        if refusal:
+            note = f"xdp sender refused by the kernel ({refusal}): udp sender used"
+            bc.progress(note)
+        args.sender = "udp" if refusal else "xdp"
     sender = bc.compile_c(SENDERS[args.sender], include_dirs=(),
                           libs=("-lbpf",) if args.sender == "xdp" else ())
     kinds = ("afxdp", "socket", "afpacket")
@@ -293,7 +326,8 @@ def main(argv=None) -> int:
         "ratio_vs_socket": (med["afxdp"]["pps"] / med["socket"]["pps"]
                             if med["socket"]["pps"] else None),
         "offered_pps_by_receiver": {k: med[k]["offered_pps"] for k in kinds},
-        "packets": args.packets, "sender": args.sender, "rate": args.rate or None,
+        "packets": args.packets, "sender": args.sender, "sender_note": note,
+        "rate": args.rate or None,
         "repeats": n_rep,
         "frame_bytes": PAYLOAD + 42, "afxdp_mode": runs["afxdp"][0].get("mode"),
         "runs": runs, "machine": bc.machine_info(),
