@@ -963,6 +963,7 @@ def test_queues_of_one_interface_across_processes_share_filter_and_program(ring_
 def live_frames_refusal():
     """What the kernel says to one XDP live-frame test run (None: it runs them); some kernels
     refuse them to any program (bench_afxdp's docstring)."""
+    _need()                              # module fixtures run before the autouse check
     sys.path.insert(0, str(ROOT / "tools"))
     import bench_afxdp
     return bench_afxdp.xdp_live_frames_refused()
