@@ -50,6 +50,25 @@ def test_quick_json():
     assert r["speedup_vs_dpkt"] == pytest.approx(r["dpkt_ns"] / r["hugering_ns"])
 
 
+@needs_cc
+@pytest.mark.timeout(600)
+def test_distinct_repeats_a_few_frames_and_still_verifies():
+    """--distinct N: N frames repeated to --frames; every implementation is still checked
+    against the others, and the match counts repeat with the frames."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_parse.py"), "--quick",
+                           "--json", "--distinct", "500", "--frames", "5000", "--sample",
+                           "1000", "--cpus", str(min(BC.available_cpus()))], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads(proc.stdout)
+    assert r["distinct_frames"] == 500 and r["frames"] == 5000
+    m = r["matches"]
+    assert m["hugering"] == m["c"] == 10 * (m["hugering_sample"] // 2)
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_parse.py"), "--quick",
+                          "--distinct", "-1"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1 and "--distinct >= 0" in bad.stderr
+
+
 def test_the_default_burst_is_the_engines():
     """The benchmark times the loop a consumer runs: the same burst as ConsumerEngine's."""
     import inspect

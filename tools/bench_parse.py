@@ -39,6 +39,7 @@ Usage::
     python tools/bench_parse.py                  # table, 9 repeats (a pass takes ~40 ms)
     python tools/bench_parse.py --json           # one JSON object on stdout
     python tools/bench_parse.py --quick --json   # smoke-test sizes
+    python tools/bench_parse.py --distinct 4096  # 4096 frames repeated: branches predictable
 """
 from __future__ import annotations
 
@@ -289,7 +290,12 @@ class Bench:
     def __init__(self, opts):
         self.o = opts
         BC.progress(f"generating {opts.frames:,} frames (seed {opts.seed}) ...")
-        self.slots = make_frames(opts.frames, opts.seed)
+        if opts.distinct:          # the same few frames over and over: shapes a predictor learns
+            base = make_frames(min(opts.distinct, opts.frames), opts.seed)
+            self.slots = np.resize(base, opts.frames)
+            self.slots["seq"] = np.arange(opts.frames)
+        else:
+            self.slots = make_frames(opts.frames, opts.seed)
         self.flat = self.slots.view(np.uint8).reshape(-1)
         self.stride = self.slots.dtype.itemsize
         self.filter = compile_pcap_filter(RULES)
@@ -434,6 +440,7 @@ def run(opts) -> dict:
         "c_speedup_vs_dpkt": med["dpkt"] / med["c"],
         "memory_floor_ns": med["memory_floor"],
         "frames": opts.frames,
+        "distinct_frames": opts.distinct or opts.frames,
         "sample_frames": bench.sample,
         "frame_sizes": [64, SLOT_SIZE],
         "mix": {"vlan": P_VLAN, "ipv6": P_V6, "tcp": P_TCP, "seed": opts.seed},
@@ -476,6 +483,10 @@ def main(argv=None) -> int:
     ap.add_argument("--burst", type=int, default=DEFAULTS["burst"],
                     help=f"slots per parse/filter burst (default {DEFAULTS['burst']})")
     ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    ap.add_argument("--distinct", type=int, default=0, metavar="N",
+                    help="only N distinct frames, repeated to --frames (still streamed from "
+                         "memory): the mix's branches become learnable, which shows how much "
+                         "of a frame's time is branch misprediction (default: all distinct)")
     args = ap.parse_args(argv)
     BC.set_quiet(False)
     try:
@@ -484,8 +495,8 @@ def main(argv=None) -> int:
         size = QUICK if args.quick else DEFAULTS
         args.frames = args.frames or size["frames"]
         args.sample = args.sample or size["sample"]
-        if args.frames < 1 or args.sample < 1 or args.burst < 1:
-            raise BC.BenchError("--frames, --sample and --burst must be >= 1")
+        if args.frames < 1 or args.sample < 1 or args.burst < 1 or args.distinct < 0:
+            raise BC.BenchError("--frames, --sample and --burst must be >= 1, --distinct >= 0")
         result = run(args)
     except BC.BenchError as e:
         print(f"bench_parse: error: {e}", file=sys.stderr)
