@@ -614,7 +614,7 @@ def _parse_run(a) -> int:
     import numpy as np
     from parsers.filters import FilterSyntaxError
     from parsers.l2l4 import parse_frames, parse_slot_array
-    from parsers.pcap import PcapError, read_capture
+    from parsers.pcap import LINKTYPE_ETHERNET, PcapError, read_capture
     from parsers.pcap_filter import compile_pcap_filter
     from parsers.record import new_records
     from shm import layout as L
@@ -637,15 +637,15 @@ def _parse_run(a) -> int:
     # the parsers read Ethernet frames: a cooked ('-i any'), raw-IP or loopback-BSD capture
     # would be parsed as garbage, so it is refused, naming its link type
     used = np.unique(cap.slots["port"]) if cap.count else np.zeros(0, np.int64)
-    bad = sorted({cap.linktypes[int(k)] for k in used
-                  if int(k) < len(cap.linktypes) and cap.linktypes[int(k)] != 1})
+    bad = sorted({cap.linktypes[int(k)] for k in used if int(k) < len(cap.linktypes)}
+                 - {LINKTYPE_ETHERNET})
     if bad:
         names = {0: "NULL", 101: "RAW", 113: "LINUX_SLL", 276: "LINUX_SLL2", 228: "IPV4",
                  229: "IPV6"}
-        kind = names.get(bad[0], "")
-        print(f"{PROG}: error: {a.file}: link type {bad[0]}{f' ({kind})' if kind else ''} is "
-              f"not Ethernet (1): the parsers read Ethernet frames (capture on one interface, "
-              f"not 'any', or rewrite with 'tcprewrite --dlt=enet')", file=sys.stderr)
+        kind = f" ({names[bad[0]]})" if bad[0] in names else ""
+        print(f"{PROG}: error: {a.file}: link type {bad[0]}{kind} is not Ethernet "
+              f"({LINKTYPE_ETHERNET}): the parsers read Ethernet frames (capture on one "
+              f"interface, not 'any', or rewrite with 'tcprewrite --dlt=enet')", file=sys.stderr)
         return EXIT_RUNTIME
     if whole:
         recs = new_records(cap.count)
