@@ -130,15 +130,21 @@ def crafted_frames(v: VethPair) -> list[bytes]:
     ]
 
 
-def make_capture(v: VethPair, path: str) -> None:
-    dump = v.popen("b", ["tcpdump", "-i", v.ifname("b"), "-w", path, "-U", "-n", "-s", "0"],
-                   text=True)
+def start_tcpdump(v: VethPair, path: str, *expr: str) -> subprocess.Popen:
+    """tcpdump on side b writing ``path`` (whole frames), returned once it is listening."""
+    dump = v.popen("b", ["tcpdump", "-i", v.ifname("b"), "-w", path, "-U", "-n", "-s", "0",
+                         *expr], text=True)
     deadline = time.monotonic() + 20
     line = ""
     while "listening on" not in line:
         line = dump.stderr.readline()
         if not line and dump.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"tcpdump did not start: {line}{dump.stderr.read()}")
+    return dump
+
+
+def make_capture(v: VethPair, path: str) -> None:
+    dump = start_tcpdump(v, path)
     try:
         v.run("a", ["ping", "-c", "2", "-i", "0.2", "-W", "2", v.ip4("b")])
         v.run("a", ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", v.ip6("b")])
@@ -332,32 +338,12 @@ def test_parsers_agree_with_tshark_on_kernel_traffic(need_root, tools, tmp_path)
     assert not any(r["flags"] & (f.F_TRUNCATED | f.F_MALFORMED) for r in recs)
 
 
-BULK_SERVER = r"""
-import socket, sys
-srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((sys.argv[1], int(sys.argv[2])))
-srv.listen(1)
-srv.settimeout(20)
-print("ready", flush=True)
-c, _ = srv.accept()
-c.settimeout(20)
-n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b:
-        break
-    n += len(b)
-c.sendall(b"%d" % n)
-c.close()
-"""
-
 BULK_CLIENT = r"""
 import socket, sys
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
 c.sendall(bytes(range(97, 123)) * 20000)          # 520 kB of a..z: the stack sends it in
 c.shutdown(socket.SHUT_WR)                       # segments far larger than the MTU (TSO/GSO
-assert c.recv(100) == b"520000"                  # on a veth: they cross the pair whole)
+assert c.recv(100) == b"got 520000 bytes"        # on a veth: they cross the pair whole)
 c.close()
 """
 
@@ -366,7 +352,7 @@ def test_whole_packets_longer_than_any_slot_agree_with_tshark_and_tcpdump(need_r
                                                                           tmp_path, capsys):
     """A capture taken where the stack hands over TSO/GSO segments (tens of kB in one frame,
     as tcpdump on a busy host records them): ``hugering parse`` parses every packet whole --
-    caplen, IP length and TCP payload length equal tshark's, nothing is flagged truncated --
+    caplen and TCP payload length equal tshark's, nothing is flagged truncated --
     and ``--filter`` reading bytes past any slot size selects exactly what tcpdump does."""
     import json
 
@@ -375,16 +361,9 @@ def test_whole_packets_longer_than_any_slot_agree_with_tshark_and_tcpdump(need_r
 
     path = str(tmp_path / "tso.pcap")
     with VethPair() as v:
-        dump = v.popen("b", ["tcpdump", "-i", v.ifname("b"), "-w", path, "-U", "-n", "-s", "0",
-                             "tcp"], text=True)
-        deadline = time.monotonic() + 20
-        line = ""
-        while "listening on" not in line:
-            line = dump.stderr.readline()
-            if not line and dump.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"tcpdump did not start: {line}{dump.stderr.read()}")
+        dump = start_tcpdump(v, path, "tcp")
         try:
-            srv = v.python("b", BULK_SERVER, v.ip4("b"), "8090", background=True)
+            srv = v.python("b", TCP_SERVER, v.ip4("b"), "8090", background=True)
             assert srv.stdout.readline().strip() == "ready", srv.stderr.read()
             v.python("a", BULK_CLIENT, v.ip4("b"), "8090")
             assert srv.wait(timeout=20) == 0, srv.stderr.read()
@@ -394,13 +373,13 @@ def test_whole_packets_longer_than_any_slot_agree_with_tshark_and_tcpdump(need_r
     assert cli.main(["parse", path, "--jsonl"]) == 0
     pk = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     rows = subprocess.run(["tshark", "-r", path, "-n", "-T", "fields", "-E", "separator=\t",
-                           "-e", "frame.cap_len", "-e", "ip.len", "-e", "tcp.len"],
+                           "-e", "frame.cap_len", "-e", "tcp.len"],
                           capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(rows) == len(pk) > 10
     longest = max(p["caplen"] for p in pk)
     assert longest > 9216, f"no segment longer than the largest slot (longest {longest})"
     for p, row in zip(pk, rows):
-        cap_len, ip_len, tcp_len = (int(x) for x in row.split("\t"))
+        cap_len, tcp_len = (int(x) for x in row.split("\t"))
         assert (p["caplen"], p["payload_len"]) == (cap_len, tcp_len), (p, row)
         assert "truncated" not in p["flags"], p
     # filters that read past any slot: offsets into a 9 kB+ TCP payload, and the length

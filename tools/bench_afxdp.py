@@ -284,11 +284,11 @@ def main(argv=None) -> int:
     if args.quick:
         args.packets = min(args.packets, 30_000)
     n_rep = bc.repeats(args)
+    if args.sender == "auto" and args.rate:     # only the udp sender can be paced
+        args.sender = "udp"
     if args.rate and args.sender != "udp":
         print("bench_afxdp: --rate paces the udp sender only (--sender udp)", file=sys.stderr)
         return 2
-    if args.sender == "auto" and args.rate:
-        args.sender = "udp"
     if args.sender in ("xdp", "auto") and not shutil.which("ethtool"):
         if args.sender == "xdp":
             print("bench_afxdp: --sender xdp needs ethtool (Debian package ethtool)",
