@@ -23,7 +23,7 @@ needs_cc = pytest.mark.skipif(BC.find_cc() is None, reason="needs a C compiler (
 
 KEYS = ("hugering_ns", "c_ns", "dpkt_ns", "pypacker_ns", "hugering_mpps", "c_mpps", "dpkt_mpps",
         "pypacker_mpps", "ratio_vs_c", "ratio_vs_c_paired", "speedup_vs_dpkt",
-        "speedup_vs_pypacker")
+        "speedup_vs_pypacker", "memory_floor_ns", "header_floor_ns")
 
 
 @needs_cc
@@ -77,3 +77,25 @@ def test_the_default_burst_is_the_engines():
     from engine.loop import ConsumerEngine
     assert bench_parse.DEFAULTS["burst"] == \
         inspect.signature(ConsumerEngine).parameters["burst"].default
+
+
+def test_header_bytes_bounds_the_deepest_header_of_the_mix():
+    """The header floor loads only the lines up to HEADER_BYTES: the mix's deepest header (an
+    802.1Q tag + IPv6 + TCP) ends exactly there, and no frame reads past it."""
+    import numpy as np
+
+    import bench_parse
+    from parsers.record import new_records
+    slots = bench_parse.make_frames(4000, seed=3)
+    flat = slots.view(np.uint8).reshape(-1)
+    deepest = bench_parse.deepest_header_end(flat, slots.dtype.itemsize, bench_parse.SLOT_SIZE,
+                                             len(slots), new_records(1))
+    assert deepest == bench_parse.HEADER_BYTES == 18 + 40 + 20
+    # and the scan sees a deeper header when there is one: TCP with 12 bytes of options
+    one = slots[:1].copy()
+    tcp6 = np.nonzero([bytes(p[12:14]) == b"\x81\x00" and bytes(p[16:18]) == b"\x86\xdd"
+                       and p[24] == 6 for p in slots["payload"]])[0][0]
+    one[0] = slots[tcp6]
+    one["payload"][0, 18 + 40 + 12] = 0x80                   # data offset 8: 32 header bytes
+    assert bench_parse.deepest_header_end(one.view(np.uint8).reshape(-1), one.dtype.itemsize,
+                                          bench_parse.SLOT_SIZE, 1, new_records(1)) == 18 + 40 + 32
