@@ -59,14 +59,17 @@ Flags (``parsers.record.F_*``) — what each one means here
                   < IHL*4, ethertype 1501..1535, UDP length < 8, TCP data offset < 5, a TCP
                   option length < 2 or past the header, a known TCP option of the wrong length,
                   or a header that crosses the end of an IP datagram that was captured whole
-                  (the IP length field says the datagram ends inside that header).
+                  (the IP length field says the datagram ends inside that header) -- a first
+                  fragment too short to hold its L4 header included: RFC 791 allows one, but
+                  it is RFC 1858's tiny-fragment evasion, which firewalls drop.
 ``F_LEN_MISMATCH`` UDP length != the IP layer's remaining length (not checked for fragments,
                   whose UDP length covers the reassembled datagram).
 ``F_PADDED``      bytes after the IP datagram / ARP packet / 802.3 payload (Ethernet padding).
 ``F_UNSUPPORTED`` an ethertype, IP protocol or ARP kind that is not decoded further: the rest
                   is reported as payload.
-``F_LLC``         802.3 length field (<= 1500): ``ethertype`` = 0, payload = LLC header +
-                  data, bounded by the length field.
+``F_LLC``         802.3 length field (<= 1500), after the addresses or after the last VLAN tag
+                  (802.1Q keeps the Length/Type field): ``ethertype`` = 0, payload = LLC
+                  header + data, bounded by the length field.
 ``F_VLAN``/``F_QINQ``/``F_VLAN_TOO_DEEP``  one / two / more than two tags (TPIDs 0x8100,
                   0x88a8, 0x9100).  A third tag stops the parse (``ethertype`` = its TPID).
 ``F_FRAGMENT``/``F_NONFIRST_FRAGMENT``  IPv4 MF or offset, IPv6 fragment header M or offset;
@@ -80,6 +83,10 @@ Payload
 (L4 header, non-first fragment, unsupported ethertype or protocol, 802.3/LLC, ARP), else -1.
 ``payload_len`` counts the bytes from there to the smallest of: the captured end, the IP
 datagram's end (total length / 40 + payload length), the UDP length, the 802.3 length.
+``l4_off`` is set only when the L4 (or ARP) header's fixed part -- UDP 8, TCP 20, ICMP 8, ARP
+8 bytes -- lies inside the datagram's captured bytes, so its fields were read from the packet;
+a header cut off before that leaves ``l4_off`` -1 and the fields 0 (``hugering parse`` prints
+them as null: 0 is a real port and ICMP type).
 
 Field notes: ``ip_frag_flags`` holds the three IPv4 flag bits as on the wire (bit 2 reserved,
 bit 1 DF, bit 0 MF).  ``ip_len`` for IPv6 is 40 + payload length, saturated at 65535.  IPv6
@@ -227,17 +234,27 @@ def _eth(p, n, off, end, rec):
     if t >= 0x0600:                     # fast path: an Ethernet II type
         rec.ethertype = t
         return off + ETH_HLEN
-    if t > 1500:                        # 1501..1535: neither a length nor a type
+    return _length_field(t, off + ETH_HLEN, end, rec)
+
+
+@njit(cache=True, nogil=True)
+def _length_field(t, off, end, rec):
+    """An 802.3 Length/Type field below 0x0600 -- after the MAC addresses, or after the last
+    VLAN tag (802.1Q keeps the field, so a tagged frame can be 802.3 too): a length up to 1500
+    is ``F_LLC`` (ethertype 0), cross-checked with the ``end - off`` bytes captured after it;
+    1501..1535 is neither a length nor a type (``F_MALFORMED``, -1).  Returns ``off``."""
+    rec.ethertype = 0
+    if t > 1500:
         rec.flags |= F_MALFORMED
         return -1
-    avail = end - (off + ETH_HLEN)
+    avail = end - off
     fl = F_LLC
     if t > avail:
         fl |= F_TRUNCATED
     elif t < avail:
         fl |= F_PADDED
     rec.flags |= fl
-    return off + ETH_HLEN
+    return off
 
 
 @njit(cache=True, nogil=True)
@@ -581,25 +598,29 @@ def _frame(p, n, base, caplen, rec):
     if o < 0:
         return -1
     et = np.int64(rec.ethertype)
-    if (rec.flags & F_LLC) != 0:        # slow path: 802.3, payload bounded by its length
-        lim = o + _u16(p, n, base + 12)
-        if lim > end:
-            lim = end
-        rec.payload_off = o - base
-        rec.payload_len = min(lim - o, PAYLOAD_LEN_MAX)
-        return o
     while et == TPID_8021Q or et == TPID_8021AD or et == TPID_9100:
         o = _vlan(p, n, o, end, rec)
         if o < 0:
             return -1
         et = np.int64(rec.ethertype)
+    if et < 0x0600:                     # slow path: 802.3 (untagged: _eth flagged it already)
+        if (rec.flags & F_LLC) == 0:    # a length field behind a tag
+            if _length_field(et, o, end, rec) < 0:
+                return -1
+        lim = o + _u16(p, n, o - 2)     # the payload is bounded by the length (just before o)
+        if lim > end:
+            lim = end
+        rec.payload_off = o - base
+        rec.payload_len = min(lim - o, PAYLOAD_LEN_MAX)
+        return o
     rec.l3_off = o - base
     if et == ETH_P_IPV4:
         q = _ipv4(p, n, o, end, rec)
     elif et == ETH_P_IPV6:
         q = _ipv6(p, n, o, end, rec)
     elif et == ETH_P_ARP:
-        rec.l4_off = o - base
+        if o + 8 <= end:                # l4_off only for a header whose fixed part is there
+            rec.l4_off = o - base
         q = _arp(p, n, o, end, rec)
         if q < 0:
             return -1
@@ -620,19 +641,26 @@ def _frame(p, n, base, caplen, rec):
         r = q
     else:
         proto = np.int64(rec.ip_proto)
-        rec.l4_off = q - base
+        # l4_off is set only where the L4 header's fixed part lies inside the datagram's
+        # captured bytes: its fields are then read from the packet (a cut-off header leaves them
+        # 0, and 0 is a real port and ICMP type: l4_off -1 says there is none)
         if proto == IPPROTO_UDP:
+            if q + 8 <= dend:
+                rec.l4_off = q - base
             r = _udp(p, n, q, dend, rec)
             if r >= 0:
                 ulim = q + np.int64(rec.udp_len)
                 if ulim < dend:
                     dend = ulim
         elif proto == IPPROTO_TCP:
+            if q + 20 <= dend:
+                rec.l4_off = q - base
             r = _tcp(p, n, q, dend, rec)
         elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            if q + 8 <= dend:
+                rec.l4_off = q - base
             r = _icmp(p, n, q, dend, rec)
         else:
-            rec.l4_off = -1
             rec.flags |= F_UNSUPPORTED
             r = q
         if r < 0:

@@ -49,7 +49,8 @@ FIELDS = [
     ("flags", "u4", "F_* bits: truncated, malformed, unsupported, llc, vlan, qinq, fragment ..."),
     ("caplen", "u4", "bytes parsed (the slot's captured length, clamped to the slot)"),
     ("l3_off", "i2", "offset of the network header (-1 none)"),
-    ("l4_off", "i2", "offset of the transport / ICMP / ARP header (-1 none)"),
+    ("l4_off", "i2", "offset of the transport / ICMP / ARP header (-1 none, or cut off "
+                     "before its fixed part ends: its fields are then 0, not read)"),
     ("payload_off", "i2", "offset of the L4 payload (-1 none)"),
     ("payload_len", "u2", "payload bytes captured (IP/UDP lengths bound it; saturates at 65535)"),
     ("ethertype", "u2", "innermost ethertype (after VLAN tags); 0 for 802.3/LLC"),

@@ -24,8 +24,9 @@ L2_FIELDS = ("ethertype", "vlan_count", "vlan_tpid", "vlan_id0", "vlan_id1", "vl
              "vlan_pcp1", "l3_off")
 L3_FIELDS = ("ip_version", "ip_proto", "ttl", "ip_hlen", "ip_len", "tos", "ip_frag_flags",
              "frag_offset", "ext_count", "ip_id", "flow_label", "src4", "dst4", "src6", "dst6",
-             "arp_op", "l4_off")
-L4_FIELDS = ("sport", "dport", "udp_len", "tcp_flags", "tcp_window", "tcp_seq", "tcp_ack",
+             "arp_op")
+# l4_off belongs to L4: it is set once the L4 header's fixed part is captured
+L4_FIELDS = ("l4_off", "sport", "dport", "udp_len", "tcp_flags", "tcp_window", "tcp_seq", "tcp_ack",
              "tcp_hlen", "tcp_wscale", "tcp_mss", "tcp_opts", "tcp_tsval", "tcp_tsecr",
              "icmp_type", "icmp_code", "l4_csum", "payload_off")
 
@@ -80,16 +81,22 @@ def naive_parse(frame: bytes) -> dict:
         fl.add(R.F_TRUNCATED)
         return done()
     pos = 14
-    if etype <= 1500:
+
+    def length_field(length):
+        # 802.3: a Length/Type value below 0x0600 (after the addresses or after a VLAN tag)
+        r["ethertype"] = 0
+        if length > 1500:
+            fl.add(R.F_MALFORMED)
+            return done()
         fl.add(R.F_LLC)
-        if etype > cap - 14:
+        if length > cap - pos:
             fl.add(R.F_TRUNCATED)
-        elif etype < cap - 14:
+        elif length < cap - pos:
             fl.add(R.F_PADDED)
-        return done(14, 14 + etype)
+        return done(pos, pos + length)
+
     if etype < 0x600:
-        fl.add(R.F_MALFORMED)
-        return done()
+        return length_field(etype)
     r["ethertype"] = etype
     # --- VLAN tags ---
     tags = []
@@ -112,6 +119,8 @@ def naive_parse(frame: bytes) -> dict:
         fl.add(R.F_VLAN if len(tags) == 1 else R.F_QINQ)
         pos += 4
     et = r["ethertype"]
+    if et < 0x600:
+        return length_field(et)
     if et not in (0x0800, 0x86DD, 0x0806):
         fl.add(R.F_UNSUPPORTED)
         return done(pos, cap)
@@ -120,12 +129,12 @@ def naive_parse(frame: bytes) -> dict:
 
     # --- ARP ---
     if et == 0x0806:
-        r["l4_off"] = l3
         try:
             htype, ptype, hln, pln, op = _rd("HHBBH", data, l3, cap)
         except _Short:
             fl.add(R.F_TRUNCATED)
             return done()
+        r["l4_off"] = l3
         r["arp_op"] = op
         size = 8 + 2 * (hln + pln)
         if (htype, ptype, hln, pln) == (1, 0x0800, 6, 4):
@@ -242,12 +251,12 @@ def naive_parse(frame: bytes) -> dict:
     if proto not in (1, 6, 17, 58):
         fl.add(R.F_UNSUPPORTED)
         return done(l4, end)
-    r["l4_off"] = l4
     crossing = R.F_TRUNCATED if R.F_TRUNCATED in fl else R.F_MALFORMED
+    # l4_off only once the L4 header's fixed part was read (a cut-off one: -1, fields 0)
     try:
         if proto == 17:
             sport, dport, ulen, csum = _rd("HHHH", data, l4, end)
-            r.update(sport=sport, dport=dport, udp_len=ulen, l4_csum=csum)
+            r.update(l4_off=l4, sport=sport, dport=dport, udp_len=ulen, l4_csum=csum)
             if ulen < 8:
                 fl.add(R.F_MALFORMED)
                 return done()
@@ -256,7 +265,7 @@ def naive_parse(frame: bytes) -> dict:
             return done(l4 + 8, min(end, l4 + ulen))
         if proto in (1, 58):
             typ, code, csum = _rd("BBH4x", data, l4, end)
-            r.update(icmp_type=typ, icmp_code=code, l4_csum=csum)
+            r.update(l4_off=l4, icmp_type=typ, icmp_code=code, l4_csum=csum)
             return done(l4 + 8, end)
         # TCP
         sport, dport, seq, ack, offx, fbits, win, csum = _rd("HHIIBBHH2x", data, l4, end)
@@ -264,7 +273,7 @@ def naive_parse(frame: bytes) -> dict:
         fl.add(crossing)
         return done()
     hlen = (offx >> 4) * 4
-    r.update(sport=sport, dport=dport, tcp_seq=seq, tcp_ack=ack, tcp_hlen=hlen,
+    r.update(l4_off=l4, sport=sport, dport=dport, tcp_seq=seq, tcp_ack=ack, tcp_hlen=hlen,
              tcp_flags=((offx & 1) << 8) | fbits, tcp_window=win, l4_csum=csum)
     if hlen < 20:
         fl.add(R.F_MALFORMED)

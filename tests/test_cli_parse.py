@@ -196,6 +196,37 @@ def test_corrupt_capture(tmp_path, capsys):
     assert f"byte {24 + 16 + len(FRAMES[0])}" in err
 
 
+def test_a_header_cut_off_prints_no_fields_it_did_not_read(tmp_path, capsys):
+    """An L4 header cut before its fixed part ends (by the capture or by the IP length) has
+    null ports / TCP fields / ICMP type -- 0 is a real port and ICMP type, never invented --
+    and an 802.3 length behind a VLAN tag is 802.3/LLC, as tshark decodes it."""
+    udp_ = eth(0x0800) + ipv4(17, "10.0.0.3", "10.0.0.4", udp(7, 8, b"\0" * 18))
+    tcp_ = eth(0x0800) + ipv4(6, "10.0.0.5", "10.0.0.6", tcp(80, 81, 5, 6, 0x02, 9))
+    icmp_ = eth(0x0800) + ipv4(1, "10.0.0.7", "10.0.0.8", bytes([0, 0, 0, 0, 0, 1, 0, 1]))
+    llc = MAC + struct.pack("!HHH", 0x8100, 42, 20) + b"\x42\x42\x03" + b"z" * 17
+    frames = [udp_, tcp_, icmp_, llc, udp_]
+    caplens = [38, 40, 40, len(llc), len(udp_)]
+    p = tmp_path / "cut.pcap"
+    write_capture(p, frames, caplens)
+    rc, pk, err = jsonl(capsys, p)
+    assert rc == 0 and len(pk) == 5
+    for q in pk[:3]:
+        assert q["ip_version"] == 4 and "truncated" in q["flags"]
+        assert (q["sport"], q["dport"], q["tcp_flags"], q["tcp_seq"], q["icmp_type"]) == \
+            (None,) * 5, q
+        assert q["payload_off"] is None
+    assert [q["proto"] for q in pk[:3]] == [17, 6, 1]
+    assert pk[3]["flags"] == ["llc", "vlan"] and pk[3]["vlan"] == [42]
+    assert (pk[3]["ethertype"], pk[3]["payload_off"], pk[3]["payload_len"]) == (0, 18, 20)
+    assert (pk[4]["sport"], pk[4]["dport"]) == (7, 8)          # the whole one still has them
+    rc, out, err = run(capsys, p)
+    lines = out.splitlines()
+    assert lines[0].split(" ", 2)[2].startswith("IP 10.0.0.3 > 10.0.0.4: UDP ttl 64")
+    assert lines[1].split(" ", 2)[2].startswith("IP 10.0.0.5 > 10.0.0.6: TCP ttl 64")
+    assert lines[2].split(" ", 2)[2].startswith("IP 10.0.0.7 > 10.0.0.8: ICMP ttl 64")
+    assert lines[3].split(" ", 2)[2] == f"vlan 42 802.3/LLC len {len(llc)} [llc,vlan]"
+
+
 def long_capture(path, sizes, linktype: int = 1) -> list[bytes]:
     """Classic pcap of UDP frames with ``sizes``-byte payloads (longer than any ring slot),
     written by hand: ``write_pcap`` writes slots, and no slot holds these."""

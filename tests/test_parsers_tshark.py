@@ -37,7 +37,7 @@ from netns import VethPair  # noqa: E402
 TOOLS = ("tcpdump", "tshark", "ip", "ping")
 
 FIELDS = [
-    "frame.cap_len", "eth.type", "eth.len", "vlan.id", "vlan.priority", "vlan.etype",
+    "frame.cap_len", "eth.type", "eth.len", "vlan.id", "vlan.priority", "vlan.etype", "vlan.len",
     "ieee8021ad.id", "ieee8021ad.priority",
     "arp.opcode", "arp.src.proto_ipv4", "arp.dst.proto_ipv4",
     "ip.src", "ip.dst", "ip.proto", "ip.ttl", "ip.flags", "ip.len", "ip.hdr_len", "ip.id",
@@ -127,6 +127,9 @@ def crafted_frames(v: VethPair) -> list[bytes]:
         N.eth(i4, 0x0800, b, a, tags=[(0x8100, 10, 0), (0x8100, 20, 2)]),
         N.eth(u4, 0x0800, b, a, tags=[(0x88A8, 2, 1)]),
         N.eth(i4, 0x0800, b, a, tags=[(0x9100, 77, 6), (0x8100, 78, 0)]),
+        # 802.3 behind a tag: 802.1Q keeps the Length/Type field, here a length (an LLC
+        # header and 35 bytes: spanning-tree's SAPs, as switches send it on a trunk)
+        N.eth(b"\x42\x42\x03" + bytes(range(35)), 38, b, a, tags=[(0x8100, 55, 4)]),
     ]
 
 
@@ -196,8 +199,12 @@ def compare(i: int, rec, row: dict) -> list[str]:
     r = N.record_to_dict(rec)
     eq("cap_len", r["caplen"], num(first(row, "frame.cap_len")))
     if r["flags"] & R.F_LLC:
-        eq("802.3 length", True, bool(row["eth.len"]))
-        return bad
+        lens = row["eth.len"] + row["vlan.len"]          # untagged / behind a tag
+        eq("802.3 length", True, bool(lens))
+        if lens and not r["flags"] & R.F_TRUNCATED:
+            eq("802.3 length (payload_len)", r["payload_len"], num(lens[-1]))
+        if not r["vlan_count"]:
+            return bad
     # VLAN tags: tshark reports the outer TPID as eth.type; 802.1ad tags under ieee8021ad.*
     outer = num(first(row, "eth.type"))
     eq("eth.type", r["vlan_tpid"] if r["vlan_count"] else r["ethertype"], outer)
@@ -333,6 +340,8 @@ def test_parsers_agree_with_tshark_on_kernel_traffic(need_root, tools, tmp_path)
     assert count(lambda r: r["vlan_count"] == 2 and r["vlan_tpid"] == 0x88A8) >= 1
     assert count(lambda r: r["vlan_count"] == 2 and r["vlan_tpid"] == 0x8100) >= 1
     assert count(lambda r: r["vlan_count"] == 2 and r["vlan_tpid"] == 0x9100) >= 1
+    assert count(lambda r: r["vlan_count"] == 1 and r["flags"] & f.F_LLC
+                 and r["payload_len"] == 38) >= 1
     assert count(lambda r: r["ip_version"] == 4 and r["dst4"] ==
                  int(ipaddress.IPv4Address(ip4b))) >= 5
     assert not any(r["flags"] & (f.F_TRUNCATED | f.F_MALFORMED) for r in recs)

@@ -25,7 +25,7 @@ typedef struct hr_record {
     uint32_t flags;  /* F_* bits: truncated, malformed, unsupported, llc, vlan, qinq, fragment ... */
     uint32_t caplen;  /* bytes parsed (the slot's captured length, clamped to the slot) */
     int16_t l3_off;  /* offset of the network header (-1 none) */
-    int16_t l4_off;  /* offset of the transport / ICMP / ARP header (-1 none) */
+    int16_t l4_off;  /* offset of the transport / ICMP / ARP header (-1 none, or cut off before its fixed part ends: its fields are then 0, not read) */
     int16_t payload_off;  /* offset of the L4 payload (-1 none) */
     uint16_t payload_len;  /* payload bytes captured (IP/UDP lengths bound it; saturates at 65535) */
     uint16_t ethertype;  /* innermost ethertype (after VLAN tags); 0 for 802.3/LLC */

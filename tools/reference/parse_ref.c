@@ -172,15 +172,6 @@ static int64_t parse_frame(const uint8_t *f, int64_t caplen, hr_record *r) {
     int64_t end = caplen;
     if (14 > end) { r->flags |= HR_F_TRUNCATED; return -1; }
     int64_t et = rd16(f + 12), o = 14;
-    if (et < 0x0600) {
-        if (et > 1500) { r->flags |= HR_F_MALFORMED; return -1; }
-        int64_t avail = end - o;
-        r->flags |= HR_F_LLC | (et > avail ? HR_F_TRUNCATED : et < avail ? HR_F_PADDED : 0);
-        int64_t lim = o + et < end ? o + et : end;
-        r->payload_off = o;
-        r->payload_len = SAT(lim - o);
-        return o;
-    }
     r->ethertype = et;
     while (et == 0x8100 || et == 0x88A8 || et == 0x9100) {
         if (r->vlan_count >= 2) { r->flags |= HR_F_VLAN_TOO_DEEP; return -1; }
@@ -197,6 +188,16 @@ static int64_t parse_frame(const uint8_t *f, int64_t caplen, hr_record *r) {
         et = rd16(f + o + 2);
         r->ethertype = et;
         o += 4;
+    }
+    if (et < 0x0600) {      /* 802.3: a length, after the addresses or after a VLAN tag */
+        r->ethertype = 0;
+        if (et > 1500) { r->flags |= HR_F_MALFORMED; return -1; }
+        int64_t avail = end - o;
+        r->flags |= HR_F_LLC | (et > avail ? HR_F_TRUNCATED : et < avail ? HR_F_PADDED : 0);
+        int64_t lim = o + et < end ? o + et : end;
+        r->payload_off = o;
+        r->payload_len = SAT(lim - o);
+        return o;
     }
     r->l3_off = o;
     int64_t q;
@@ -229,8 +230,8 @@ static int64_t parse_frame(const uint8_t *f, int64_t caplen, hr_record *r) {
     } else if (et == 0x86DD) {
         q = parse_ipv6(f, o, end, r);
     } else if (et == 0x0806) {
-        r->l4_off = o;
         if (o + 8 > end) { r->flags |= HR_F_TRUNCATED; return -1; }
+        r->l4_off = o;
         const uint8_t *a = f + o;
         int64_t hl = a[4], pl = a[5], total = 8 + 2 * (hl + pl);
         r->arp_op = rd16(a + 6);
@@ -260,9 +261,10 @@ static int64_t parse_frame(const uint8_t *f, int64_t caplen, hr_record *r) {
         rr = q;
     } else {
         int64_t proto = r->ip_proto;
-        r->l4_off = q;
+        /* l4_off only for an L4 header whose fixed part is there (else its fields stay 0) */
         if (proto == 17) {
             if (q + 8 > dend) { r->flags |= short_flag(r); return -1; }
+            r->l4_off = q;
             const uint8_t *u = f + q;
             r->sport = rd16(u);
             r->dport = rd16(u + 2);
@@ -275,15 +277,16 @@ static int64_t parse_frame(const uint8_t *f, int64_t caplen, hr_record *r) {
             rr = q + 8;
             if (q + ulen < dend) dend = q + ulen;
         } else if (proto == 6) {
+            if (q + 20 <= dend) r->l4_off = q;
             rr = parse_tcp(f, q, dend, r);
         } else if (proto == 1 || proto == 58) {
             if (q + 8 > dend) { r->flags |= short_flag(r); return -1; }
+            r->l4_off = q;
             r->icmp_type = f[q];
             r->icmp_code = f[q + 1];
             r->l4_csum = rd16(f + q + 2);
             rr = q + 8;
         } else {
-            r->l4_off = -1;
             r->flags |= HR_F_UNSUPPORTED;
             rr = q;
         }
