@@ -7,7 +7,9 @@ Supported (everything else is rejected with ``FilterSyntaxError`` pointing at th
 --------------------------------------------------------------------------------------
 * protocols: ``ip ip6 arp rarp tcp udp sctp icmp icmp6 igmp``; ``ip proto N``, ``ip6 proto N``,
   ``proto N``, ``ether proto N`` (N > 1500), names after a backslash (``ip proto \\udp``,
-  ``ether proto \\ip6``; IP protocol names from /etc/protocols, as libpcap).
+  ``ether proto \\ip6``; IP protocol names from /etc/protocols, as libpcap; of libpcap's
+  ether-proto names those above 1500 -- ip ip6 arp rarp mopdl moprc decnet lat sca loopback;
+  iso stp ipx netbeui atalk aarp, which need 802.3/LLC or SNAP matching, are refused).
 * addresses: ``[ip|ip6|arp|rarp] [src|dst|src or dst|src and dst] host|net ADDR``, IPv4 partial
   forms (``net 10``, ``net 10.1``, and libpcap's ``host 10.1`` = 10.1.0.0/16), ``net A/len``,
   ``net A mask M``, IPv6 ``host``/``net A/len``; ``ether [src|dst] [host] MAC`` (all of
@@ -28,7 +30,9 @@ Supported (everything else is rejected with ``FilterSyntaxError`` pointing at th
   and ``or`` have EQUAL precedence and associate to the left (``a or b and c`` is ``(a or b) and
   c``); ``not`` binds tighter.  Implicit qualifiers as in libpcap: an address or number right
   after ``and``/``or`` (or a parenthesised list of them) reuses the qualifiers of the term
-  before (``port 53 or 80``, ``host 10.0.0.1 and not 10.0.0.2``, ``tcp port 1 or (2 or 3)``).
+  before (``port 53 or 80``, ``host 10.0.0.1 and not 10.0.0.2``, ``tcp port 1 or (2 or 3)``);
+  as in libpcap's grammar, the first id inside such a list's ``(`` may be a parenthesised
+  number but no other parenthesised group (``port 1 or ((2 or 3) and 4)`` is refused).
 * numbers are decimal, ``0x`` hex, or octal with a leading 0 (``port 010`` is port 8), as in
   libpcap.  The empty expression accepts everything.
 
@@ -582,6 +586,20 @@ class _Parser:
         tree = self.id_syntax()
         return self.gen(tree, q)
 
+    def pnum_syntax(self):
+        """pnum: NUM | '(' pnum ')' -- a number in any depth of parentheses."""
+        t = self.peek()
+        if self.is_op(t, "("):
+            self.next()
+            tree = self.pnum_syntax()
+            self.expect_op(")", "')'")
+            return tree
+        if t.kind != "NUM":
+            self.fail(t, "syntax error: only a number may be parenthesised at the start of a "
+                         "parenthesised list of ids")
+        self.next()
+        return ("num", t)
+
     def id_syntax(self):
         t = self.peek()
         if t.kind == "NOT":
@@ -589,7 +607,10 @@ class _Parser:
             return ("not", t, self.id_syntax())
         if self.is_op(t, "("):
             self.next()
-            tree = self.id_syntax()
+            # libpcap's grammar (pid: nid | qid and id | qid or id; qid: pnum | pid): the first
+            # id inside '(' may be a parenthesised *number* but no other parenthesised group --
+            # tcpdump refuses `port 53 or ((80 or 22) and 443)`, so we do too
+            tree = self.pnum_syntax() if self.is_op(self.peek(), "(") else self.id_syntax()
             while self.peek().kind in ("AND", "OR"):
                 op = self.next()
                 tree = (op.kind.lower(), op, tree, self.id_syntax())
@@ -822,6 +843,9 @@ class _Parser:
                     self.error(tok, f"unknown ip proto '{name}'")
             elif q.proto == "link":
                 v = _ETHER_PROTO_NAMES.get(name)
+                if v is None and name in _ETHER_PROTO_UNSUPPORTED:
+                    self.error(tok, f"ether proto '{name}' is not supported by hugering's "
+                                    f"filter compiler (an 802.3/LLC or SNAP protocol)")
                 if v is None:
                     self.error(tok, f"unknown ether proto '{name}'")
             else:
@@ -1027,7 +1051,13 @@ def _relop_py(a, op, b):
             F.R_GE: a >= b}[op]
 
 
-_ETHER_PROTO_NAMES = {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806, "rarp": 0x8035}
+# libpcap's ether-proto names above 1500 (pcap-filter(7)); they compile to an ethertype compare,
+# like `ether proto N`.  Those at or below 1500 (iso, stp, ipx, netbeui) and AppleTalk's
+# (atalk, aarp: SNAP encapsulation too) are refused as unsupported.
+_ETHER_PROTO_NAMES = {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806, "rarp": 0x8035,
+                      "mopdl": 0x6001, "moprc": 0x6002, "decnet": 0x6003, "lat": 0x6004,
+                      "sca": 0x6007, "loopback": 0x9000}
+_ETHER_PROTO_UNSUPPORTED = ("iso", "stp", "ipx", "netbeui", "atalk", "aarp")
 
 
 def _nametoport(name: str):

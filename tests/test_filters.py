@@ -629,6 +629,8 @@ def test_lexer_follows_flex_longest_match():
     ("ip[0] = ip[1]", "comparing two packet fields", 7, 1),
     ("host 300.0.0.1", "invalid IPv4 address", 6, 9),
     ("src 10.0.0.0/8", "Mask syntax for networks only", 5, 10),
+    ("ether proto \\stp", "ether proto 'stp' is not supported", 13, 4),
+    ("ether proto \\bogus", "unknown ether proto 'bogus'", 13, 6),
 ])
 def test_syntax_errors_point_at_the_token(expr, message, column, width):
     with pytest.raises(F.FilterSyntaxError) as ei:

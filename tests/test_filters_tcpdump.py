@@ -280,7 +280,9 @@ EXPRESSIONS = [
     "ip6 host fe80::1", "ip proto 17", "less 100", "greater 100",
     # protocols
     "ip", "ip6", "arp", "rarp", "tcp", "udp", "sctp", "icmp", "icmp6", "igmp", "ip proto 47",
-    "ip6 proto 17", "proto 6", "ether proto 0x88cc", "ether proto \\ip6", "ip proto \\udp",
+    "ip6 proto 17", "proto 6", "ether proto 0x88cc", "ether proto \\ip6", "ether proto \\loopback",
+    "ether proto \\decnet or ether proto \\lat or ether proto \\mopdl",
+    "port 53 or ((80) and 22)", "port 53 or (((80)) and (22) or 443)", "ip proto \\udp",
     "proto \\sctp",
     # addresses
     "src host 10.0.0.1", "dst host 10.0.0.2", "src and dst net 10.0.0.0/24", "net 10",
@@ -421,6 +423,9 @@ REJECTED_BY_BOTH = [
     "net 10.0.0.0/33", "ip6 net fe80::/129", "ip port 80", "udp and not 53",
     "ip and (10.0.0.1)", "(udp", "udp)", "src or tcp", "portrange 100-65536",
     "tcp host 10.0.0.1", "ether", "host fe80::/16",
+    # a parenthesised group first inside '(' (only a parenthesised number may be there)
+    "host 10.0.0.1 or ((10.0.0.2))", "port 53 or ((80 or 22) and 443)",
+    "port 53 and not ((80 or 22))", "port 53 or (not ((80 or 22)))",
 ]
 
 
