@@ -26,9 +26,9 @@ L3_FIELDS = ("ip_version", "ip_proto", "ttl", "ip_hlen", "ip_len", "tos", "ip_fr
              "frag_offset", "ext_count", "ip_id", "flow_label", "src4", "dst4", "src6", "dst6",
              "arp_op")
 # l4_off belongs to L4: it is set once the L4 header's fixed part is captured
-L4_FIELDS = ("l4_off", "sport", "dport", "udp_len", "tcp_flags", "tcp_window", "tcp_seq", "tcp_ack",
-             "tcp_hlen", "tcp_wscale", "tcp_mss", "tcp_opts", "tcp_tsval", "tcp_tsecr",
-             "icmp_type", "icmp_code", "l4_csum", "payload_off")
+L4_FIELDS = ("l4_off", "sport", "dport", "udp_len", "tcp_flags", "tcp_window", "tcp_seq",
+             "tcp_ack", "tcp_hlen", "tcp_wscale", "tcp_mss", "tcp_opts", "tcp_tsval",
+             "tcp_tsecr", "icmp_type", "icmp_code", "l4_csum", "payload_off")
 
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 EXT_HEADERS = (0, 43, 44, 51, 60)

@@ -9,9 +9,10 @@
  *   run touch           the memory floor: read one byte per cache line of every slot's header
  *                       and frame, nothing else (what any parser must at least pay to stream
  *                       the frames in); "hits" is the byte sum, so the loads are not elided
- *   run touch headers   the header floor: the same, but only the lines holding the slot header
- *                       and the frame's first HEADER_BYTES bytes (the deepest header of the
- *                       benchmark's mix ends there): the least any parser of these slots reads
+ *   run touch N         the header floor: the same, but only the lines holding the slot header
+ *                       and the frame's first N bytes (tools/bench_parse.py sends HEADER_BYTES,
+ *                       where the deepest header of its mix ends): the least any parser of
+ *                       these slots reads
  *   dump M PATH         parse the first M frames, write their records to PATH
  *   verdicts PATH       write one byte (0/1) per frame: the filter's verdict
  *
@@ -424,11 +425,6 @@ static int64_t run_pass(int mode) {
     return hits;
 }
 
-/* The deepest header in tools/bench_parse.py's mix: an 802.1Q tag (18) + IPv6 (40) + TCP
- * without options (20) = 78; its other deepest read, udp[8:2] behind a tag and IPv6, ends at
- * 18 + 40 + 8 + 10 = 76.  No frame of the mix needs a byte past 78 to be parsed and filtered. */
-#define HEADER_BYTES 78
-
 /* mode 3: touch every cache line of the slot header and the frame's first `limit` bytes
  * (all of its cap_len bytes when limit < 0), nothing else */
 static int64_t touch_pass(int64_t limit) {
@@ -478,15 +474,17 @@ int main(int argc, char **argv) {
         char path[4000];
         long long m;
         if (strncmp(line, "run", 3) == 0) {
-            int mode = strncmp(line, "run parse", 9) == 0            ? 1
-                       : strncmp(line, "run filter", 10) == 0         ? 2
-                       : strncmp(line, "run touch headers", 17) == 0  ? 4
-                       : strncmp(line, "run touch", 9) == 0           ? 3
-                                                                      : 0;
+            long long limit = -1;   /* run touch [N]: the first N bytes of each frame */
+            int mode = strncmp(line, "run parse", 9) == 0    ? 1
+                       : strncmp(line, "run filter", 10) == 0 ? 2
+                       : strncmp(line, "run touch", 9) == 0  ? 3
+                                                              : 0;
+            if (mode == 3 && sscanf(line, "run touch %lld", &limit) == 1 && limit < 0) {
+                fprintf(stderr, "run touch N: N must be >= 0\n");
+                return 2;
+            }
             int64_t t0 = now_ns();
-            int64_t hits = mode == 3   ? touch_pass(-1)
-                           : mode == 4 ? touch_pass(HEADER_BYTES)
-                                       : run_pass(mode);
+            int64_t hits = mode == 3 ? touch_pass(limit) : run_pass(mode);
             int64_t t1 = now_ns();
             printf("{\"impl\":\"c\",\"frames\":%lld,\"hits\":%lld,\"elapsed_ns\":%lld}\n",
                    (long long)nframes, (long long)hits, (long long)(t1 - t0));
